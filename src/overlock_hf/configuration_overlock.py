@@ -1,0 +1,246 @@
+"""OverLoCK configuration: every architectural hyperparameter as a named field, and the released variants."""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import PretrainedConfig
+
+try:  # transformers >= 5
+    from transformers.backbone_utils import BackboneConfigMixin
+except ImportError:  # transformers 4.x
+    from transformers.utils.backbone_utils import BackboneConfigMixin
+
+# DilatedReparam branch table (kernel size k, dilation r) for each large kernel size K (UniRepLKNet's).
+DEFAULT_REPARAM_BRANCHES: dict[int, list[tuple[int, int]]] = {
+    19: [(5, 1), (7, 1), (9, 1), (9, 2), (3, 4), (3, 5), (3, 7)],
+    17: [(5, 1), (7, 1), (9, 2), (3, 4), (3, 5), (3, 7)],
+    15: [(5, 1), (7, 1), (7, 2), (3, 3), (3, 5), (3, 7)],
+    13: [(5, 1), (7, 1), (7, 2), (3, 3), (3, 4), (3, 5)],
+    11: [(5, 1), (7, 1), (5, 2), (3, 3), (3, 4), (3, 5)],
+    9: [(5, 1), (7, 1), (5, 2), (3, 3), (3, 4)],
+    7: [(5, 1), (3, 1), (3, 2), (3, 3)],
+    5: [(3, 1), (3, 2)],
+}
+
+# The released variants (ARCHITECTURE.md section 2). `crop_pct` is the official evaluation crop.
+VARIANTS: dict[str, dict] = {
+    "overlock-xt": dict(
+        depths=[2, 2, 3, 2], focus_depths=[6, 2], hidden_sizes=[56, 112, 256, 336], focus_num_heads=[4, 6],
+        crop_pct=0.925,
+    ),
+    "overlock-t": dict(
+        depths=[4, 4, 6, 2], focus_depths=[12, 2], hidden_sizes=[64, 128, 256, 512], focus_num_heads=[4, 8],
+        crop_pct=0.95,
+    ),
+    "overlock-s": dict(
+        depths=[6, 6, 8, 3], focus_depths=[16, 3], hidden_sizes=[64, 128, 320, 512], focus_num_heads=[8, 16],
+        crop_pct=0.95,
+    ),
+    "overlock-b": dict(
+        depths=[8, 8, 10, 4], focus_depths=[20, 4], hidden_sizes=[80, 160, 384, 576], focus_num_heads=[6, 9],
+        crop_pct=0.975,
+    ),
+}
+
+# ImageNet-1K top-1 of the released weights (paper, GitHub release v1 of LMMMEng/OverLoCK).
+RELEASED_TOP1 = {"overlock-xt": 82.7, "overlock-t": 84.2, "overlock-s": 84.8, "overlock-b": 85.1}
+
+STAGE_NAMES = ["stem", "stage1", "stage2", "stage3", "stage4"]
+
+
+class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
+    r"""Configuration of an OverLoCK model (Base-Net, Overview-Net, Focus-Net).
+
+    Args:
+        num_channels: input image channels.
+        depths: blocks in base stages 1-4 (stages 1-3 form the Base-Net, stage 4 the Overview-Net).
+        focus_depths: dynamic (ContMix) blocks of the Focus-Net at stride 16 and stride 32.
+        hidden_sizes: widths C1..C4 of the four base stages; the Focus-Net runs at C3 then C4.
+        kernel_sizes: large (DilatedReparam) kernel of each base stage; the Focus-Net's stride-16 stage uses
+            stage 3's, its stride-32 stage stage 4's, for both the `lepe` branch and ContMix.
+        small_kernel_size: the small ContMix kernel.
+        focus_num_heads: heads of the stride-16 / stride-32 Focus-Net stages; ContMix uses `2 * heads` groups.
+        mlp_ratio: MLP expansion of the base/overview blocks. focus_mlp_ratio: that of the focus blocks.
+        context_reduction: the context prior has `C4 // context_reduction` channels (the paper's CRF).
+        context_pool_size: side of the adaptive average pool that forms the ContMix keys.
+        use_layer_scale: per base stage, whether its blocks carry a LayerScale on the shortcut.
+        layer_scale_init_value: initial LayerScale weight.
+        projection_dim: width of the classifier's 1x1 projection before pooling.
+        drop_path_rate: stochastic depth, linearly increasing over all blocks (base stages, then focus stages).
+        aux_loss_weight: weight of the auxiliary Overview-Net cross-entropy in training (0 disables it).
+        reparam_branches: DilatedReparam branch table `{K: [[k, r], ...]}` for every large kernel in use.
+        reparameterized: whether every DilatedReparam is folded into a single biased depthwise conv.
+        layer_norm_eps, batch_norm_eps, initializer_range: numerics and init.
+        variant: name of the released variant this configuration matches (`overlock-xt`/`-t`/`-s`/`-b`), if any.
+        crop_pct: the evaluation center-crop fraction (resize to `int(224 / crop_pct)`, crop 224).
+        out_features, out_indices: for `OverLoCKBackbone`, over `stage_names` (`stem`, `stage1`..`stage4`).
+    """
+
+    model_type = "overlock"
+
+    def __init__(
+        self,
+        num_channels: int = 3,
+        depths: list[int] | None = None,
+        focus_depths: list[int] | None = None,
+        hidden_sizes: list[int] | None = None,
+        kernel_sizes: list[int] | None = None,
+        small_kernel_size: int = 5,
+        focus_num_heads: list[int] | None = None,
+        mlp_ratio: float = 4.0,
+        focus_mlp_ratio: float = 3.0,
+        context_reduction: int = 4,
+        context_pool_size: int = 7,
+        use_layer_scale: list[bool] | None = None,
+        layer_scale_init_value: float = 1.0,
+        projection_dim: int = 1024,
+        drop_path_rate: float = 0.0,
+        aux_loss_weight: float = 0.4,
+        reparam_branches: dict | None = None,
+        reparameterized: bool = False,
+        layer_norm_eps: float = 1e-6,
+        batch_norm_eps: float = 1e-5,
+        initializer_range: float = 0.02,
+        variant: str | None = None,
+        crop_pct: float = 0.925,
+        out_features: list[str] | None = None,
+        out_indices: list[int] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        xt = VARIANTS["overlock-xt"]
+        self.num_channels = num_channels
+        self.depths = list(depths if depths is not None else xt["depths"])
+        self.focus_depths = list(focus_depths if focus_depths is not None else xt["focus_depths"])
+        self.hidden_sizes = list(hidden_sizes if hidden_sizes is not None else xt["hidden_sizes"])
+        self.kernel_sizes = list(kernel_sizes if kernel_sizes is not None else [17, 15, 13, 7])
+        self.small_kernel_size = small_kernel_size
+        self.focus_num_heads = list(focus_num_heads if focus_num_heads is not None else xt["focus_num_heads"])
+        self.mlp_ratio = mlp_ratio
+        self.focus_mlp_ratio = focus_mlp_ratio
+        self.context_reduction = context_reduction
+        self.context_pool_size = context_pool_size
+        self.use_layer_scale = list(use_layer_scale if use_layer_scale is not None else [False, False, True, True])
+        self.layer_scale_init_value = layer_scale_init_value
+        self.projection_dim = projection_dim
+        self.drop_path_rate = drop_path_rate
+        self.aux_loss_weight = aux_loss_weight
+        self.reparameterized = reparameterized
+        self.layer_norm_eps = layer_norm_eps
+        self.batch_norm_eps = batch_norm_eps
+        self.initializer_range = initializer_range
+        self.variant = variant
+        self.crop_pct = crop_pct
+        if reparam_branches is None:
+            used = set(self.kernel_sizes)
+            reparam_branches = {k: v for k, v in DEFAULT_REPARAM_BRANCHES.items() if k in used}
+        # JSON turns keys into strings: normalize to {"K": [[k, r], ...]} for a stable round trip
+        self.reparam_branches = {str(int(k)): [list(map(int, b)) for b in v] for k, v in reparam_branches.items()}
+        self.stage_names = list(STAGE_NAMES)
+        if out_features is None and out_indices is None:
+            out_features = STAGE_NAMES[1:]  # the released dense-prediction backbone's four maps
+        self._set_backbone_outputs(out_features, out_indices)
+        self._validate()
+
+    def _set_backbone_outputs(self, out_features, out_indices) -> None:
+        if hasattr(self, "set_output_features_output_indices"):  # transformers >= 5
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        else:  # transformers 4.x
+            from transformers.utils.backbone_utils import get_aligned_output_features_output_indices
+
+            self._out_features, self._out_indices = get_aligned_output_features_output_indices(
+                out_features=out_features, out_indices=out_indices, stage_names=self.stage_names
+            )
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def context_dim(self) -> int:
+        """Width `Cc` of the context prior carried through the Focus-Net."""
+        return self.hidden_sizes[3] // self.context_reduction
+
+    @property
+    def focus_kernel_sizes(self) -> list[int]:
+        """Large ContMix/lepe kernel of the stride-16 and stride-32 Focus-Net stages."""
+        return [self.kernel_sizes[2], self.kernel_sizes[3]]
+
+    @property
+    def num_focus_groups(self) -> list[int]:
+        """ContMix groups G per focus stage (two per head: one for each kernel size)."""
+        return [2 * heads for heads in self.focus_num_heads]
+
+    def branches_for(self, kernel_size: int) -> list[tuple[int, int]]:
+        """DilatedReparam branches `(k, r)` for a large kernel `kernel_size`."""
+        return [tuple(b) for b in self.reparam_branches[str(kernel_size)]]
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        def fail(message):
+            raise ValueError(f"Invalid OverLoCKConfig: {message}")
+
+        for name, expected in (("depths", 4), ("hidden_sizes", 4), ("kernel_sizes", 4), ("use_layer_scale", 4),
+                               ("focus_depths", 2), ("focus_num_heads", 2)):
+            value = getattr(self, name)
+            if len(value) != expected:
+                fail(f"`{name}` needs {expected} entries, got {len(value)}: {value}")
+        if any(d < 1 for d in self.depths + self.focus_depths):
+            fail(f"every stage needs at least one block, got depths={self.depths}, focus_depths={self.focus_depths}")
+        if any(c < 1 for c in self.hidden_sizes):
+            fail(f"`hidden_sizes` must be positive, got {self.hidden_sizes}")
+        if self.hidden_sizes[3] % self.context_reduction:
+            fail(f"hidden_sizes[3]={self.hidden_sizes[3]} is not divisible by context_reduction="
+                 f"{self.context_reduction}")
+        for stage, width in ((0, self.hidden_sizes[2]), (1, self.hidden_sizes[3])):
+            groups = 2 * self.focus_num_heads[stage]
+            if width % (2 * groups):
+                fail(f"focus stage {stage + 1} width {width} must be divisible by 4 * focus_num_heads[{stage}] = "
+                     f"{2 * groups} (half the channels split over 2 * heads groups)")
+        for k in self.kernel_sizes + [self.small_kernel_size]:
+            if k < 3 or k % 2 == 0:
+                fail(f"kernel sizes must be odd and >= 3, got {k} (kernel_sizes={self.kernel_sizes}, "
+                     f"small_kernel_size={self.small_kernel_size})")
+        if not self.reparameterized:
+            missing = sorted({k for k in self.kernel_sizes if str(k) not in self.reparam_branches})
+            if missing:
+                fail(f"large kernel(s) {missing} have no re-parameterization branch table in `reparam_branches` "
+                     f"(known: {sorted(int(k) for k in self.reparam_branches)})")
+            for k_str, branches in self.reparam_branches.items():
+                for k, r in branches:
+                    if k % 2 == 0 or r < 1 or r * (k - 1) + 1 > int(k_str):
+                        fail(f"branch (k={k}, r={r}) of large kernel {k_str} must have odd k, r >= 1 and fit "
+                             f"inside it (r*(k-1)+1 <= {k_str})")
+        if self.aux_loss_weight < 0:
+            fail(f"`aux_loss_weight` must be >= 0, got {self.aux_loss_weight}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            fail(f"`drop_path_rate` must be in [0, 1), got {self.drop_path_rate}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            fail(f"`crop_pct` must be in (0, 1], got {self.crop_pct}")
+
+    # ------------------------------------------------------------------ variants
+    @classmethod
+    def from_variant(cls, name: str, **kwargs) -> "OverLoCKConfig":
+        """Configuration of a released variant (`overlock-xt`, `overlock-t`, `overlock-s`, `overlock-b`);
+        keyword arguments override fields (e.g. `num_labels`, `drop_path_rate`, `reparameterized`)."""
+        key = name.lower().replace("_", "-")
+        if not key.startswith("overlock-"):
+            key = f"overlock-{key}"
+        if key not in VARIANTS:
+            raise ValueError(f"Unknown OverLoCK variant {name!r}; known variants: {', '.join(VARIANTS)}")
+        fields = copy.deepcopy(VARIANTS[key])
+        fields.update(kwargs)
+        fields.setdefault("variant", key)
+        return cls(**fields)
+
+    def matching_variant(self) -> str | None:
+        """Name of the released variant whose architecture this configuration has, if any."""
+        for name, fields in VARIANTS.items():
+            if all(getattr(self, k) == v for k, v in fields.items() if k != "crop_pct") and (
+                self.kernel_sizes == [17, 15, 13, 7] and self.small_kernel_size == 5 and self.mlp_ratio == 4.0
+                and self.focus_mlp_ratio == 3.0 and self.context_reduction == 4 and self.projection_dim == 1024
+                and self.use_layer_scale == [False, False, True, True]
+            ):
+                return name
+        return None
+
+
+__all__ = ["OverLoCKConfig", "VARIANTS", "DEFAULT_REPARAM_BRANCHES", "RELEASED_TOP1"]

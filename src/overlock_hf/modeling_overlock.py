@@ -1,0 +1,768 @@
+"""OverLoCK in PyTorch/transformers: Base-Net, Overview-Net and Focus-Net (ContMix dynamic kernels).
+
+An image goes through the Base-Net (stem and stages 1-3, stride 16), the Overview-Net (stage 4, stride 32),
+whose coarse features feed an auxiliary classifier and become the context prior, and the Focus-Net, two
+stages of ContMix blocks at strides 16 and 32 guided by that prior. All tensors are NCHW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BackboneOutput
+from transformers.utils import ModelOutput
+
+from .configuration_overlock import OverLoCKConfig
+from .contmix import ContMix
+
+try:  # transformers >= 5: init functions that leave already-loaded weights alone
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
+
+try:  # transformers >= 5
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # transformers 4.x
+    from transformers.utils.backbone_utils import BackboneMixin
+
+
+MIN_IMAGE_SIZE = 32  # the network downsamples by 32
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class OverLoCKModelOutput(ModelOutput):
+    """Output of :class:`OverLoCKModel`.
+
+    Args:
+        last_hidden_state: Focus-Net output, `(B, C4 + C4/4, H/32, W/32)`.
+        pooler_output: its global average, `(B, C4 + C4/4)`.
+        overview_hidden_state: Overview-Net output (stage 4), `(B, C4, H/32, W/32)`.
+        hidden_states: when asked, `(stem, stage1, stage2, stage3, stage4, focus_stride16, focus_stride32)`;
+            `stage3` is the Base-Net output, `stage4` the Overview-Net output, `focus_stride16` the
+            concatenated `[x, context]` after the stride-16 Focus-Net stage, `focus_stride32` the Focus-Net output.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    overview_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class OverLoCKImageClassifierOutput(ModelOutput):
+    """Output of :class:`OverLoCKForImageClassification`.
+
+    Args:
+        loss: `CE(logits) + aux_loss_weight * CE(aux_logits)` in training mode, `CE(logits)` in eval mode.
+        logits: `(B, num_labels)` from the Focus-Net head.
+        aux_logits: `(B, num_labels)` from the Overview-Net head; computed in training mode only.
+        hidden_states: as in :class:`OverLoCKModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    aux_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- layers
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability `drop_prob`, rescale the rest."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class OverLoCKDropPath(nn.Module):
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class OverLoCKLayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel axis of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class OverLoCKLayerScale(nn.Module):
+    """Per-channel affine `y = weight * x + bias` (weight stored as `(C, 1, 1, 1)`, bias as `(C,)`)."""
+
+    def __init__(self, channels: int, init_value: float = 1.0):
+        super().__init__()
+        self.init_value = init_value
+        self.weight = nn.Parameter(torch.full((channels, 1, 1, 1), float(init_value)))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class OverLoCKGRN(nn.Module):
+    """Global Response Normalization: `y = (gamma * n + 1) * x + beta`, `n` the channel-normalized L2 energy."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        energy = torch.linalg.vector_norm(x, ord=2, dim=(2, 3), keepdim=True)
+        normalized = energy / (energy.mean(dim=1, keepdim=True) + 1e-6)
+        return (self.gamma * normalized + 1) * x + self.beta
+
+
+class OverLoCKSqueezeExcite(nn.Module):
+    """Channel attention: `x * sigmoid(fc2(gelu(fc1(avgpool(x)))))`, hidden width `max(16, C // 8)`."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        hidden = max(16, channels // 8)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = F.adaptive_avg_pool2d(x, 1)
+        scale = self.fc2(F.gelu(self.fc1(scale)))
+        return x * torch.sigmoid(scale)
+
+
+class OverLoCKResidualDepthwiseConv(nn.Conv2d):
+    """`y = x + DWConv3x3(x)` (depthwise, with bias)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3):
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+def depthwise_conv(channels: int, kernel_size: int, dilation: int = 1, bias: bool = False) -> nn.Conv2d:
+    padding = (dilation * (kernel_size - 1) + 1) // 2
+    return nn.Conv2d(channels, channels, kernel_size, padding=padding, dilation=dilation, groups=channels, bias=bias)
+
+
+def conv_norm(in_channels: int, out_channels: int, config: OverLoCKConfig, kernel_size: int = 1, stride: int = 1):
+    """Convolution without bias followed by BatchNorm (as a two-module Sequential: `0` conv, `1` norm)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels, eps=config.batch_norm_eps),
+    )
+
+
+class OverLoCKDilatedBranch(nn.Module):
+    """One DilatedReparam branch: dilated depthwise `k x k` conv (no bias) + BatchNorm."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, eps: float):
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.conv = depthwise_conv(channels, kernel_size, dilation)
+        self.norm = nn.BatchNorm2d(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+def fuse_conv_bn(weight: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BatchNorm into the preceding bias-free conv: returns (weight, bias)."""
+    std = (norm.running_var + norm.eps).sqrt()
+    scale = norm.weight / std
+    return weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
+
+
+def dilated_to_dense(weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    """A dilated `k x k` depthwise kernel as its dense `(r(k-1)+1)`-wide equivalent (zeros between taps)."""
+    if dilation == 1:
+        return weight
+    channels, _, k, _ = weight.shape
+    size = dilation * (k - 1) + 1
+    dense = weight.new_zeros(channels, 1, size, size)
+    dense[:, :, ::dilation, ::dilation] = weight
+    return dense
+
+
+class OverLoCKDilatedReparamConv(nn.Module):
+    """UniRepLKNet's DilatedReparam block: a large depthwise kernel plus parallel dilated small kernels.
+
+    `y = BN(DWConv_KxK(x)) + sum_(k, r) BN(DWConv_kxk,dilation r(x))`; after :meth:`reparameterize` it is a single
+    biased depthwise `K x K` conv computing the same function (eval-mode statistics).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, branches: list[tuple[int, int]], eps: float,
+                 reparameterized: bool = False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.large_kernel = depthwise_conv(channels, kernel_size, bias=reparameterized)
+        if reparameterized:
+            self.large_kernel_norm = None
+            self.branches = nn.ModuleList()
+        else:
+            self.large_kernel_norm = nn.BatchNorm2d(channels, eps=eps)
+            self.branches = nn.ModuleList(OverLoCKDilatedBranch(channels, k, r, eps) for k, r in branches)
+
+    @property
+    def is_reparameterized(self) -> bool:
+        return self.large_kernel_norm is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_reparameterized:
+            return self.large_kernel(x)
+        out = self.large_kernel_norm(self.large_kernel(x))
+        for branch in self.branches:
+            out = out + branch(x)
+        return out
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold every branch and BatchNorm into one biased depthwise `K x K` conv, in place."""
+        if self.is_reparameterized:
+            return
+        weight, bias = fuse_conv_bn(self.large_kernel.weight, self.large_kernel_norm)
+        for branch in self.branches:
+            branch_weight, branch_bias = fuse_conv_bn(branch.conv.weight, branch.norm)
+            dense = dilated_to_dense(branch_weight, branch.dilation)
+            pad = (self.kernel_size - dense.shape[-1]) // 2
+            weight = weight + F.pad(dense, [pad] * 4)
+            bias = bias + branch_bias
+        fused = depthwise_conv(weight.shape[0], self.kernel_size, bias=True).to(weight.device, weight.dtype)
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+        self.large_kernel = fused
+        self.large_kernel_norm = None
+        self.branches = nn.ModuleList()
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+class OverLoCKStem(nn.Module):
+    """Four 3x3 convs (strides 2, 1, 2, 1) with BatchNorm and GELU: image -> stride-4 features of C1 channels."""
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__()
+        half, full = config.hidden_sizes[0] // 2, config.hidden_sizes[0]
+        self.conv1 = conv_norm(config.num_channels, half, config, 3, stride=2)
+        self.conv2 = conv_norm(half, half, config, 3)
+        self.conv3 = conv_norm(half, full, config, 3, stride=2)
+        self.conv4 = conv_norm(full, full, config, 3)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv1(pixel_values))
+        x = F.gelu(self.conv2(x))
+        x = F.gelu(self.conv3(x))
+        return self.conv4(x)
+
+
+class OverLoCKRepConvBlock(nn.Module):
+    """Base-Net / Overview-Net block: residual DW conv, then a DilatedReparam large-kernel branch with SE and a GRN MLP.
+
+    `(B, C, H, W) -> (B, C, H, W)`.
+    """
+
+    def __init__(self, config: OverLoCKConfig, channels: int, kernel_size: int, use_layer_scale: bool,
+                 drop_path_rate: float):
+        super().__init__()
+        hidden = int(channels * config.mlp_ratio)
+        self.dwconv = OverLoCKResidualDepthwiseConv(channels)
+        self.norm = OverLoCKLayerNorm2d(channels, eps=config.layer_norm_eps)
+        self.large_kernel = OverLoCKDilatedReparamConv(
+            channels, kernel_size, config.branches_for(kernel_size) if not config.reparameterized else [],
+            config.batch_norm_eps, config.reparameterized,
+        )
+        self.large_kernel_norm = nn.BatchNorm2d(channels, eps=config.batch_norm_eps)
+        self.se = OverLoCKSqueezeExcite(channels)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.mlp_dwconv = OverLoCKResidualDepthwiseConv(hidden)
+        self.grn = OverLoCKGRN(hidden)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.layer_scale = OverLoCKLayerScale(channels, config.layer_scale_init_value) if use_layer_scale else None
+        self.drop_path = OverLoCKDropPath(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dwconv(x)
+        residual = self.se(self.large_kernel_norm(self.large_kernel(self.norm(x))))
+        residual = self.fc2(self.grn(self.mlp_dwconv(F.gelu(self.fc1(residual)))))
+        shortcut = self.layer_scale(x) if self.layer_scale is not None else x
+        return shortcut + self.drop_path(residual)
+
+
+class OverLoCKDynamicConvBlock(nn.Module):
+    """Focus-Net block: ContMix dynamic kernels guided by the context, carried in `Cc` extra channels.
+
+    Inputs `x (B, C, H, W)`, the current context `context (B, Cc, H, W)` and this scale's context prior
+    `prior (B, Cc, H, W)`. Returns `(x, context)` with the same shapes, or, for the network's last block, the
+    fused `(B, C + Cc, H, W)` map and `None`.
+    """
+
+    def __init__(self, config: OverLoCKConfig, channels: int, kernel_size: int, num_heads: int,
+                 drop_path_rate: float, is_first: bool, is_last: bool):
+        super().__init__()
+        context_dim = config.context_dim
+        fused_dim = channels + context_dim
+        small = config.small_kernel_size
+        pool = config.context_pool_size
+        eps = config.batch_norm_eps
+        self.channels, self.context_dim = channels, context_dim
+        self.kernel_size, self.small_kernel_size = kernel_size, small
+        self.num_groups = 2 * num_heads
+        self.is_first, self.is_last = is_first, is_last
+        self.scale = (channels // self.num_groups) ** -0.5
+        self.context_pool_size = pool
+
+        # dynamic top-down guidance: blend the running context with this scale's prior
+        if not is_first:
+            self.context_scale = OverLoCKLayerScale(context_dim, config.layer_scale_init_value)
+            self.prior_scale = OverLoCKLayerScale(context_dim, config.layer_scale_init_value)
+        self.dwconv1 = OverLoCKResidualDepthwiseConv(fused_dim)
+        self.norm1 = OverLoCKLayerNorm2d(fused_dim, eps=config.layer_norm_eps)
+        # fusion of features and context into the values
+        self.fusion_dwconv = nn.Conv2d(fused_dim, fused_dim, 3, padding=1, groups=fused_dim)
+        self.fusion_norm = nn.BatchNorm2d(fused_dim, eps=eps)
+        self.fusion_proj = nn.Conv2d(fused_dim, channels, 1)
+        self.fusion_grn = OverLoCKGRN(channels)
+        # ContMix: kernels from the affinity of each pixel (query) to the pooled context (keys)
+        self.query = conv_norm(channels, channels // 2, config)
+        self.key = conv_norm(context_dim, channels // 2, config)
+        self.kernel_proj = nn.Conv2d(pool * pool, small * small + kernel_size * kernel_size, 1)
+        self.rpb_small = nn.Parameter(torch.zeros(self.num_groups, 2 * small - 1, 2 * small - 1))
+        self.rpb_large = nn.Parameter(torch.zeros(self.num_groups, 2 * kernel_size - 1, 2 * kernel_size - 1))
+        self.contmix = ContMix()
+        self.contmix_proj = conv_norm(channels, channels, config)
+        # static large-kernel positional branch and gate
+        self.lepe = OverLoCKDilatedReparamConv(
+            channels, kernel_size, config.branches_for(kernel_size) if not config.reparameterized else [],
+            eps, config.reparameterized,
+        )
+        self.lepe_norm = nn.BatchNorm2d(channels, eps=eps)
+        self.se = OverLoCKSqueezeExcite(channels)
+        self.gate = conv_norm(channels, channels, config)
+        self.proj_norm = nn.BatchNorm2d(channels, eps=eps)
+        self.proj = nn.Conv2d(channels, fused_dim, 1)
+        self.layer_scale1 = OverLoCKLayerScale(fused_dim, config.layer_scale_init_value)
+        # MLP
+        hidden = int(channels * config.focus_mlp_ratio)
+        self.dwconv2 = OverLoCKResidualDepthwiseConv(fused_dim)
+        self.norm2 = OverLoCKLayerNorm2d(fused_dim, eps=config.layer_norm_eps)
+        self.fc1 = nn.Conv2d(fused_dim, hidden, 1)
+        self.mlp_dwconv = OverLoCKResidualDepthwiseConv(hidden)
+        self.grn = OverLoCKGRN(hidden)
+        self.fc2 = nn.Conv2d(hidden, fused_dim, 1)
+        self.layer_scale2 = OverLoCKLayerScale(fused_dim, config.layer_scale_init_value)
+        self.drop_path = OverLoCKDropPath(drop_path_rate)
+
+    def _working_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size at which ContMix runs: the input size, or (when smaller than the kernel) a bilinear upsize."""
+        k = self.kernel_size
+        if min(height, width) >= k:
+            return height, width
+        if height < width:
+            return k, int(k / height * width)
+        return int(k / width * height), k
+
+    def _contmix(self, values: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        """Dynamic-kernel aggregation of `values (B, C, H, W)` with kernels from `fused (B, C + Cc, H, W)`."""
+        batch, _, height, width = values.shape
+        groups, small, large = self.num_groups, self.small_kernel_size, self.kernel_size
+        work_h, work_w = self._working_size(height, width)
+        if (work_h, work_w) != (height, width):
+            values = F.interpolate(values, size=(work_h, work_w), mode="bilinear", align_corners=False)
+            fused = F.interpolate(fused, size=(work_h, work_w), mode="bilinear", align_corners=False)
+        features, context = fused[:, : self.channels], fused[:, self.channels :]
+        query = self.query(features) * self.scale  # (B, C/2, h, w)
+        key = self.key(F.adaptive_avg_pool2d(context, self.context_pool_size))  # (B, C/2, p, p)
+        query = query.reshape(batch, groups, -1, work_h * work_w)
+        key = key.reshape(batch, groups, -1, self.context_pool_size**2)
+        affinity = torch.einsum("bgcn,bgcl->bgnl", query, key)  # (B, G, h*w, p*p)
+        # 1x1 conv over the p*p axis, applied as a linear map so the taps come out last: (B, G, h*w, taps)
+        logits = F.linear(affinity, self.kernel_proj.weight.flatten(1), self.kernel_proj.bias)
+        logits = logits.reshape(batch, groups, work_h, work_w, -1)
+        values = values.reshape(batch, 2, groups, -1, work_h, work_w)  # branch, group, channel
+        out_small = self.contmix(logits[..., : small * small], self.rpb_small, values[:, 0], small)
+        out_large = self.contmix(logits[..., small * small :], self.rpb_large, values[:, 1], large)
+        out = torch.cat([out_small, out_large], dim=1).reshape(batch, -1, work_h, work_w)
+        if (work_h, work_w) != (height, width):
+            out = F.adaptive_avg_pool2d(out, (height, width))
+        return out
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, prior: torch.Tensor):
+        if not self.is_first:
+            context = self.context_scale(context) + self.prior_scale(prior)
+        fused = self.dwconv1(torch.cat([x, context], dim=1))
+        identity = fused
+        fused = self.norm1(fused)
+        values = self.fusion_grn(self.fusion_proj(F.gelu(self.fusion_norm(self.fusion_dwconv(fused)))))
+        gate = F.silu(self.gate(values))
+        lepe = self.lepe_norm(self.lepe(values))
+        out = self.contmix_proj(self._contmix(values, fused))
+        out = gate * self.se(out + lepe)
+        out = self.proj(self.proj_norm(out))
+        y = self.layer_scale1(identity) + self.drop_path(out)
+        y = self.dwconv2(y)
+        mlp = self.fc2(self.grn(self.mlp_dwconv(F.gelu(self.fc1(self.norm2(y))))))
+        y = self.layer_scale2(y) + self.drop_path(mlp)
+        if self.is_last:
+            return y, None
+        return y[:, : self.channels], y[:, self.channels :]
+
+
+# ---------------------------------------------------------------------------------------------------- sub-networks
+class OverLoCKStage(nn.Module):
+    """An optional stride-2 downsample (3x3 conv + BN) followed by `OverLoCKRepConvBlock`s."""
+
+    def __init__(self, config: OverLoCKConfig, index: int, drop_path_rates: list[float]):
+        super().__init__()
+        channels = config.hidden_sizes[index]
+        self.downsample = (
+            conv_norm(config.hidden_sizes[index - 1], channels, config, 3, stride=2) if index > 0 else None
+        )
+        self.blocks = nn.ModuleList(
+            OverLoCKRepConvBlock(config, channels, config.kernel_sizes[index], config.use_layer_scale[index], rate)
+            for rate in drop_path_rates
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        for block in self.blocks:
+            x = self._run(block, x)
+        return x
+
+    gradient_checkpointing = False  # toggled by `model.gradient_checkpointing_enable()`
+
+    def _run(self, block: nn.Module, *args):
+        """Call a block, through activation checkpointing when it is enabled and training."""
+        if self.gradient_checkpointing and self.training:
+            return self._gradient_checkpointing_func(block.__call__, *args)
+        return block(*args)
+
+
+class OverLoCKBaseNet(nn.Module):
+    """Stages 1-3 of large-kernel blocks: stride-4 stem features -> stride-16 base features `x3` (C3)."""
+
+    def __init__(self, config: OverLoCKConfig, drop_path_rates: list[list[float]]):
+        super().__init__()
+        self.stages = nn.ModuleList(OverLoCKStage(config, i, drop_path_rates[i]) for i in range(3))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the outputs of stages 1, 2 and 3."""
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
+
+class OverLoCKOverviewNet(OverLoCKStage):
+    """Stage 4: downsample of the base features to stride 32 and large-kernel blocks -> overview features (C4)."""
+
+    def __init__(self, config: OverLoCKConfig, drop_path_rates: list[float]):
+        super().__init__(config, 3, drop_path_rates)
+
+
+class OverLoCKContextDownsample(nn.Module):
+    """Stride-2 3x3 conv + BN of the features (C3 -> C4) and, separately, of the context (Cc -> Cc)."""
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__()
+        self.features = conv_norm(config.hidden_sizes[2], config.hidden_sizes[3], config, 3, stride=2)
+        self.context = conv_norm(config.context_dim, config.context_dim, config, 3, stride=2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features(x), self.context(context)
+
+
+class OverLoCKFocusNet(nn.Module):
+    """Context prior from the overview features, then ContMix stages at stride 16 (on `x3`) and stride 32.
+
+    `forward(base_features (B, C3, H/16, W/16), overview (B, C4, H/32, W/32))` returns the stride-16 stage's
+    `[x, context]` map `(B, C3 + Cc, H/16, W/16)` and the Focus-Net output `(B, C4 + Cc, H/32, W/32)`.
+    """
+
+    def __init__(self, config: OverLoCKConfig, drop_path_rates: list[list[float]]):
+        super().__init__()
+        self.context_prior = nn.Conv2d(config.hidden_sizes[3], config.context_dim, 1)
+        depth16, depth32 = config.focus_depths
+        k16, k32 = config.focus_kernel_sizes
+        heads16, heads32 = config.focus_num_heads
+        self.stage16 = nn.ModuleList(
+            OverLoCKDynamicConvBlock(config, config.hidden_sizes[2], k16, heads16, rate, is_first=i == 0,
+                                     is_last=False)
+            for i, rate in enumerate(drop_path_rates[0])
+        )
+        self.context_downsample = OverLoCKContextDownsample(config)
+        self.stage32 = nn.ModuleList(
+            OverLoCKDynamicConvBlock(config, config.hidden_sizes[3], k32, heads32, rate, is_first=False,
+                                     is_last=i == depth32 - 1)
+            for i, rate in enumerate(drop_path_rates[1])
+        )
+
+    def forward(self, base_features: torch.Tensor, overview: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prior32 = self.context_prior(overview)
+        prior16 = F.interpolate(prior32, size=base_features.shape[2:], mode="bilinear", align_corners=False)
+        x, context = base_features, prior16
+        for block in self.stage16:
+            x, context = self._run(block, x, context, prior16)
+        stride16 = torch.cat([x, context], dim=1)
+        x, context = self.context_downsample(x, context)
+        for block in self.stage32:
+            x, context = self._run(block, x, context, prior32)
+        return stride16, x
+
+    gradient_checkpointing = False
+    _run = OverLoCKStage._run
+
+
+# ---------------------------------------------------------------------------------------------------- models
+class OverLoCKPreTrainedModel(PreTrainedModel):
+    config_class = OverLoCKConfig
+    base_model_prefix = "overlock"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["OverLoCKRepConvBlock", "OverLoCKDynamicConvBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm2d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, OverLoCKLayerScale):
+            init.constant_(module.weight, module.init_value)
+            init.zeros_(module.bias)
+        elif isinstance(module, OverLoCKGRN):
+            init.zeros_(module.gamma)
+            init.zeros_(module.beta)
+        elif isinstance(module, OverLoCKDynamicConvBlock):
+            init.trunc_normal_(module.rpb_small, std=std)
+            init.trunc_normal_(module.rpb_large, std=std)
+
+    @torch.no_grad()
+    def reparameterize(self) -> "OverLoCKPreTrainedModel":
+        """Fold every DilatedReparam (large kernels and `lepe`) into one biased DW conv, in place.
+
+        The folded model computes the same eval-mode outputs; `config.reparameterized` becomes True, so
+        `save_pretrained` / `from_pretrained` round-trip the folded layout. Returns the model.
+        """
+        for module in self.modules():
+            if isinstance(module, OverLoCKDilatedReparamConv):
+                module.reparameterize()
+        self.config.reparameterized = True
+        return self
+
+
+def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.dim() != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"pixel_values must be (batch, {num_channels}, height, width), got shape {tuple(pixel_values.shape)}"
+        )
+    if not pixel_values.is_floating_point():
+        raise TypeError(f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}")
+    height, width = pixel_values.shape[2:]
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"OverLoCK downsamples by 32 and needs images of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels, "
+            f"got {height}x{width}"
+        )
+
+
+class OverLoCKModel(OverLoCKPreTrainedModel):
+    """The OverLoCK backbone network: Base-Net -> Overview-Net -> Focus-Net, without classification heads."""
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__(config)
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths) + sum(config.focus_depths),
+                               device="cpu").tolist()
+        per_stage, start = [], 0
+        for depth in list(config.depths) + list(config.focus_depths):
+            per_stage.append(rates[start : start + depth])
+            start += depth
+        self.embeddings = OverLoCKStem(config)
+        self.base_net = OverLoCKBaseNet(config, per_stage[:3])
+        self.overview_net = OverLoCKOverviewNet(config, per_stage[3])
+        self.focus_net = OverLoCKFocusNet(config, per_stage[4:])
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OverLoCKModelOutput | tuple:
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values")
+        _check_pixel_values(pixel_values, self.config.num_channels)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        stem = self.embeddings(pixel_values)
+        stage1, stage2, stage3 = self.base_net(stem)
+        overview = self.overview_net(stage3)
+        focus16, focus = self.focus_net(stage3, overview)
+        pooled = focus.mean(dim=(2, 3))
+        hidden_states = (stem, stage1, stage2, stage3, overview, focus16, focus) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (focus, pooled, overview, hidden_states) if v is not None)
+        return OverLoCKModelOutput(
+            last_hidden_state=focus, pooler_output=pooled, overview_hidden_state=overview, hidden_states=hidden_states
+        )
+
+
+class OverLoCKClassifierHead(nn.Module):
+    """Main head on the Focus-Net output: 1x1 projection (no bias), BN, SiLU, global average pool, linear."""
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__()
+        in_dim = config.hidden_sizes[3] + config.context_dim
+        self.proj = conv_norm(in_dim, config.projection_dim, config)
+        self.fc = nn.Linear(config.projection_dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.silu(self.proj(x)).mean(dim=(2, 3)))
+
+
+class OverLoCKAuxClassifierHead(nn.Module):
+    """Auxiliary head on the Overview-Net output: BN, global average pool, linear."""
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(config.hidden_sizes[3], eps=config.batch_norm_eps)
+        self.fc = nn.Linear(config.hidden_sizes[3], config.num_labels) if config.num_labels > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x).mean(dim=(2, 3)))
+
+
+class OverLoCKForImageClassification(OverLoCKPreTrainedModel):
+    """OverLoCK with the Focus-Net classifier and, in training, the auxiliary Overview-Net classifier.
+
+    In training mode with labels the loss is `CE(logits) + config.aux_loss_weight * CE(aux_logits)`; in eval
+    mode the auxiliary head is not computed.
+    """
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.overlock = OverLoCKModel(config)
+        self.classifier = OverLoCKClassifierHead(config)
+        self.aux_classifier = OverLoCKAuxClassifierHead(config)
+        self.post_init()
+
+    def _classification_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self.loss_function(labels, logits, self.config)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OverLoCKImageClassifierOutput | tuple:
+        """`pixel_values (B, C, H, W)`, optional `labels (B,)` -> logits `(B, num_labels)` (+ loss, aux logits)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.overlock(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        logits = self.classifier(outputs.last_hidden_state)
+        use_aux = self.training and self.config.aux_loss_weight > 0
+        aux_logits = self.aux_classifier(outputs.overview_hidden_state) if use_aux else None
+
+        loss = None
+        if labels is not None:
+            loss = self._classification_loss(labels, logits)
+            if aux_logits is not None:
+                loss = loss + self.config.aux_loss_weight * self._classification_loss(labels, aux_logits)
+
+        if not return_dict:
+            output = tuple(v for v in (logits, aux_logits, outputs.hidden_states) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return OverLoCKImageClassifierOutput(
+            loss=loss, logits=logits, aux_logits=aux_logits, hidden_states=outputs.hidden_states
+        )
+
+
+class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
+    """OverLoCK as a dense-prediction backbone (the released Mask R-CNN / UperNet layout).
+
+    Stages: `stem` (stride 4, C1), `stage1` (stride 4, C1), `stage2` (stride 8, C2), `stage3` (stride 16,
+    `LN2d([x, context])` after the stride-16 Focus-Net stage, C3 + Cc) and `stage4` (stride 32, the Focus-Net
+    output through its own LN2d, C4 + Cc). Every selected feature except `stem` passes through its own extra
+    LayerNorm, as in the released detection/segmentation models.
+    """
+
+    def __init__(self, config: OverLoCKConfig):
+        super().__init__(config)
+        self.overlock = OverLoCKModel(config)
+        context = config.context_dim
+        c1, c2, c3, c4 = config.hidden_sizes
+        self.num_features = [c1, c1, c2, c3 + context, c4 + context]
+        if hasattr(self, "_init_backbone"):  # transformers 4.x
+            self._init_backbone(config)
+        self.feature_norms = nn.ModuleDict(
+            {name: OverLoCKLayerNorm2d(self.num_features[i], eps=config.layer_norm_eps)
+             for i, name in enumerate(config.stage_names) if name in self.out_features and name != "stem"}
+        )
+        self.post_init()
+
+    @property
+    def channels(self) -> list[int]:
+        return [self.num_features[config_index] for config_index in self.out_indices]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        """`pixel_values (B, C, H, W)` -> `feature_maps`, one per selected stage."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        outputs = self.overlock(pixel_values, output_hidden_states=True, return_dict=True)
+        stem, stage1, stage2, _, _, focus16, focus = outputs.hidden_states
+        by_name = dict(zip(self.config.stage_names, (stem, stage1, stage2, focus16, focus)))
+        feature_maps = tuple(
+            self.feature_norms[name](by_name[name]) if name in self.feature_norms else by_name[name]
+            for name in self.out_features
+        )
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        if not return_dict:
+            return (feature_maps,) + ((hidden_states,) if hidden_states is not None else ())
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=None)
+
+
+__all__ = [
+    "OverLoCKBackbone",
+    "OverLoCKForImageClassification",
+    "OverLoCKModel",
+    "OverLoCKPreTrainedModel",
+]
