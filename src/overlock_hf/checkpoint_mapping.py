@@ -262,12 +262,15 @@ def convert_official_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Map an official state dict onto `expected` (our model's state dict); raise `CheckpointError` naming every
     unexpected (no place in our model), missing and mis-shaped key."""
-    converted, unexpected, mis_shaped = {}, [], []
+    converted, unexpected, mis_shaped, sources = {}, [], [], {}
     for key, tensor in state.items():
         target = map_official_key(key, config)
         if target is None or target not in expected:
             unexpected.append(key)
             continue
+        if target in sources:
+            raise CheckpointError(f"keys {sources[target]} and {key} both map to {target}")
+        sources[target] = key
         if target in _RESHAPED_TO_LINEAR and tensor.dim() == 4:
             tensor = tensor.flatten(1)
         if tuple(tensor.shape) != tuple(expected[target].shape):

@@ -7,7 +7,9 @@ stages of ContMix blocks at strides 16 and 32 guided by that prior. All tensors 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,15 @@ except ImportError:  # transformers 4.x
 
 
 MIN_IMAGE_SIZE = 32  # the network downsamples by 32
+
+# Every saved folder carries these files and this map, so it loads with `trust_remote_code=True` anywhere.
+CODE_FILES = ("configuration_overlock.py", "modeling_overlock.py", "contmix.py")
+AUTO_MAP = {
+    "AutoConfig": "configuration_overlock.OverLoCKConfig",
+    "AutoModel": "modeling_overlock.OverLoCKModel",
+    "AutoModelForImageClassification": "modeling_overlock.OverLoCKForImageClassification",
+    "AutoBackbone": "modeling_overlock.OverLoCKBackbone",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -557,6 +568,16 @@ class OverLoCKPreTrainedModel(PreTrainedModel):
         elif isinstance(module, OverLoCKDynamicConvBlock):
             init.trunc_normal_(module.rpb_small, std=std)
             init.trunc_normal_(module.rpb_large, std=std)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the model code and a complete `auto_map` (all four Auto classes)
+        so that the folder loads with `trust_remote_code=True` where this package is not installed."""
+        self.config.auto_map = dict(AUTO_MAP)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        here = Path(__file__).resolve().parent
+        for name in CODE_FILES:
+            shutil.copyfile(here / name, Path(save_directory) / name)
+        return result
 
     @torch.no_grad()
     def reparameterize(self) -> "OverLoCKPreTrainedModel":
