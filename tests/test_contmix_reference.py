@@ -93,3 +93,26 @@ def test_contmix_reference_rejects_bad_inputs(kwargs, message):
     value = torch.randn(1, 2, 4, h, 8)
     with pytest.raises(ValueError, match=message):
         contmix_reference(logits, rpb, value, k)
+
+
+def test_contmix_reference_gradcheck_float64():
+    torch.manual_seed(0)
+    k = 5
+    logits = torch.randn(2, 2, 7, 9, k * k, dtype=torch.float64, requires_grad=True)
+    rpb = torch.randn(2, 2 * k - 1, 2 * k - 1, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(2, 2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *xs: contmix_reference(*xs, k), (logits, rpb, value))
+
+
+def test_contmix_reference_saves_no_kxk_times_value_tensor():
+    """Training memory: what autograd keeps is of the size of the logits or the values, never K*K*C-sized."""
+    k, b, g, c, h, w = 13, 2, 4, 16, 14, 14
+    logits = torch.randn(b, g, h, w, k * k, requires_grad=True)
+    rpb = torch.randn(g, 2 * k - 1, 2 * k - 1, requires_grad=True)
+    value = torch.randn(b, g, c, h, w, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = contmix_reference(logits, rpb, value, k)
+    out.sum().backward()
+    assert max(saved) <= logits.numel()
+    assert max(saved) < b * g * h * w * k * k * c // 8

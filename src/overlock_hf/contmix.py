@@ -16,7 +16,7 @@ Tensor layouts (the ones the model produces without copies):
 * output: ``(B, G, C, H, W)``, likewise viewable as ``(B, G*C, H, W)``.
 
 This module holds the pure-PyTorch reference (the ground truth and the fallback, memory-lean: its largest
-intermediate is ``K`` times the value tensor, never ``K*K``) and the :class:`ContMix` layer the model calls,
+intermediate is one value-sized tensor, in training as well) and the :class:`ContMix` layer the model calls,
 which the kernels hub can swap for the fused op (see :func:`overlock_hf.kernelize`).
 """
 
@@ -74,6 +74,58 @@ def relative_position_bias(rpb: torch.Tensor, height: int, width: int, kernel_si
     return bias.permute(0, 1, 3, 2, 4).reshape(rpb.shape[0], height, width, k * k)
 
 
+class _NeighborhoodAggregate(torch.autograd.Function):
+    """Clamped-window aggregation with a hand-written backward, so that autograd saves only the inputs.
+
+    Both passes loop over the ``K*K`` taps and touch one value-sized tensor at a time: no ``K*K``-times-larger
+    tensor is ever built or saved, in inference or in training.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
+        b, g, c, h, w = value.shape
+        k = kernel_size
+        rows, cols = _window_indices(h, k, value.device), _window_indices(w, k, value.device)
+        # taps first, (B, G, K*K, H, W): each tap's weights are then one contiguous map, broadcast over C
+        taps_first = weights.reshape(b, g, h, w, k * k).permute(0, 1, 4, 2, 3).contiguous()
+        out = value.new_zeros(b, g, c, h, w)
+        for a in range(k):
+            window_row = value.index_select(3, rows[:, a])  # row si+a for every query row i
+            for col in range(k):
+                tap = window_row.index_select(4, cols[:, col])  # column sj+col for every query column j
+                out.addcmul_(taps_first[:, :, a * k + col].unsqueeze(2), tap)
+        ctx.save_for_backward(taps_first, value)
+        ctx.kernel_size = k
+        ctx.weights_shape = weights.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        taps_first, value = ctx.saved_tensors
+        k = ctx.kernel_size
+        b, g, c, h, w = value.shape
+        rows, cols = _window_indices(h, k, value.device), _window_indices(w, k, value.device)
+        grad_taps = torch.empty_like(taps_first) if ctx.needs_input_grad[0] else None
+        grad_value = torch.zeros_like(value) if ctx.needs_input_grad[1] else None
+        for a in range(k):
+            window_row = value.index_select(3, rows[:, a])
+            grad_row = torch.zeros_like(value) if grad_value is not None else None
+            for col in range(k):
+                t = a * k + col
+                if grad_taps is not None:
+                    tap = window_row.index_select(4, cols[:, col])
+                    torch.sum(grad_out * tap, dim=2, out=grad_taps[:, :, t])
+                if grad_row is not None:
+                    grad_row.index_add_(4, cols[:, col], grad_out * taps_first[:, :, t].unsqueeze(2))
+            if grad_value is not None:
+                grad_value.index_add_(3, rows[:, a], grad_row)
+        grad_weights = None
+        if grad_taps is not None:
+            grad_weights = grad_taps.permute(0, 1, 3, 4, 2).reshape(ctx.weights_shape)
+        return grad_weights, grad_value, None
+
+
 def neighborhood_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """``out[..., i, j] = sum_{a,b} weights[..., i, j, a*K+b] * value[..., si+a, sj+b]`` (NATTEN ``na2d_av``).
 
@@ -81,21 +133,9 @@ def neighborhood_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_si
         weights: ``(B, G, H, W, K*K)`` aggregation weights (already normalized).
         value: ``(B, G, C, H, W)`` values.
     Returns:
-        ``(B, G, C, H, W)``.
-
-    Loops over the ``K`` window rows so that the largest intermediate is ``(B, G, C, H, W, K)``.
+        ``(B, G, C, H, W)``; differentiable in ``weights`` and ``value``.
     """
-    b, g, c, h, w = value.shape
-    k = kernel_size
-    rows = _window_indices(h, k, value.device)
-    cols = _window_indices(w, k, value.device)
-    weights = weights.reshape(b, g, h, w, k, k)
-    out = value.new_zeros(b, g, c, h, w)
-    for a in range(k):
-        window_row = value.index_select(3, rows[:, a])  # (B, G, C, H, W): row si+a for every query row
-        taps = window_row[..., cols]  # (B, G, C, H, W, K): columns sj+b
-        out = out + torch.einsum("bghwk,bgchwk->bgchw", weights[:, :, :, :, a, :], taps)
-    return out
+    return _NeighborhoodAggregate.apply(weights, value, kernel_size)
 
 
 def check_contmix_inputs(logits: torch.Tensor, rpb: torch.Tensor, value: torch.Tensor, kernel_size: int) -> None:
