@@ -7,6 +7,8 @@ from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageC
 
 from .configuration_overlock import VARIANTS, OverLoCKConfig
 from .contmix import ContMix, contmix_reference
+from .image_processing_overlock import OverLoCKImageProcessor, make_image_processor
+from .kernel_hub import kernelize
 from .modeling_overlock import (
     OverLoCKBackbone,
     OverLoCKForImageClassification,
@@ -20,23 +22,17 @@ AutoModelForImageClassification.register(OverLoCKConfig, OverLoCKForImageClassif
 AutoBackbone.register(OverLoCKConfig, OverLoCKBackbone, exist_ok=True)
 
 
-def kernelize(model, source, mode=None, device="cpu"):
-    """Swap every ContMix layer of `model` for the fused kernel from `source` (Hub repo id or local build folder);
-    keeps the PyTorch path, with one warning, when that fails. See `overlock_hf.kernel_hub.kernelize`."""
-    from .kernel_hub import kernelize as _kernelize
-
-    return _kernelize(model, source, mode=mode, device=device)
-
-
 __all__ = [
     "VARIANTS",
     "ContMix",
     "OverLoCKBackbone",
     "OverLoCKConfig",
     "OverLoCKForImageClassification",
+    "OverLoCKImageProcessor",
     "OverLoCKModel",
     "OverLoCKPreTrainedModel",
     "contmix_reference",
     "kernelize",
+    "make_image_processor",
 ]
 __version__ = "0.1.0"

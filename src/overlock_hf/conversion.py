@@ -149,8 +149,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from .hub import push_model
 
-        url = push_model(folder, args.push_to_hub, private=args.private, token=args.token)
-        print(f"pushed to {url}")
+        result = push_model(folder, args.push_to_hub, private=args.private, token=args.token)
+        print(f"pushed to {result.url}" + ("" if result.changed else " (no change)"))
     return 0
 
 
