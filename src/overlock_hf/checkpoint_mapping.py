@@ -193,7 +193,7 @@ _DYNAMIC_PARTS = [
     (r"ls2\.", "layer_scale2."),
 ]
 
-_RESHAPED_TO_LINEAR = {"classifier.fc.weight", "aux_classifier.fc.weight"}
+_RESHAPED_TO_LINEAR = ("classifier.fc.weight", "aux_classifier.fc.weight", "kernel_proj.weight")
 
 
 def _map_reparam_part(rest: str, branches: list[tuple[int, int]]) -> str | None:
@@ -271,7 +271,7 @@ def convert_official_state_dict(
         if target in sources:
             raise CheckpointError(f"keys {sources[target]} and {key} both map to {target}")
         sources[target] = key
-        if target in _RESHAPED_TO_LINEAR and tensor.dim() == 4:
+        if target.endswith(_RESHAPED_TO_LINEAR) and tensor.dim() == 4:  # official 1x1 convs, our linears
             tensor = tensor.flatten(1)
         if tuple(tensor.shape) != tuple(expected[target].shape):
             mis_shaped.append(f"{key} {tuple(tensor.shape)} (expected {tuple(expected[target].shape)} for {target})")

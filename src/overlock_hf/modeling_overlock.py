@@ -348,7 +348,8 @@ class OverLoCKDynamicConvBlock(nn.Module):
         # ContMix: kernels from the affinity of each pixel (query) to the pooled context (keys)
         self.query = conv_norm(channels, channels // 2, config)
         self.key = conv_norm(context_dim, channels // 2, config)
-        self.kernel_proj = nn.Conv2d(pool * pool, small * small + kernel_size * kernel_size, 1)
+        # the official 1x1 conv over the p*p affinity axis, as a linear map so the taps come out last
+        self.kernel_proj = nn.Linear(pool * pool, small * small + kernel_size * kernel_size)
         self.rpb_small = nn.Parameter(torch.zeros(self.num_groups, 2 * small - 1, 2 * small - 1))
         self.rpb_large = nn.Parameter(torch.zeros(self.num_groups, 2 * kernel_size - 1, 2 * kernel_size - 1))
         self.contmix = ContMix()
@@ -398,8 +399,7 @@ class OverLoCKDynamicConvBlock(nn.Module):
         query = query.reshape(batch, groups, -1, work_h * work_w)
         key = key.reshape(batch, groups, -1, self.context_pool_size**2)
         affinity = torch.einsum("bgcn,bgcl->bgnl", query, key)  # (B, G, h*w, p*p)
-        # 1x1 conv over the p*p axis, applied as a linear map so the taps come out last: (B, G, h*w, taps)
-        logits = F.linear(affinity, self.kernel_proj.weight.flatten(1), self.kernel_proj.bias)
+        logits = self.kernel_proj(affinity)  # (B, G, h*w, small^2 + large^2)
         logits = logits.reshape(batch, groups, work_h, work_w, -1)
         values = values.reshape(batch, 2, groups, -1, work_h, work_w)  # branch, group, channel
         out_small = self.contmix(logits[..., : small * small], self.rpb_small, values[:, 0], small)
@@ -743,9 +743,9 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
         self.overlock = OverLoCKModel(config)
         context = config.context_dim
         c1, c2, c3, c4 = config.hidden_sizes
-        self.num_features = [c1, c1, c2, c3 + context, c4 + context]
-        if hasattr(self, "_init_backbone"):  # transformers 4.x
+        if hasattr(self, "_init_backbone"):  # transformers 4.x (it resets `num_features` to None: call it first)
             self._init_backbone(config)
+        self.num_features = [c1, c1, c2, c3 + context, c4 + context]
         self.feature_norms = nn.ModuleDict(
             {name: OverLoCKLayerNorm2d(self.num_features[i], eps=config.layer_norm_eps)
              for i, name in enumerate(config.stage_names) if name in self.out_features and name != "stem"}

@@ -1,0 +1,317 @@
+"""Build the fused ContMix kernel into a kernels-hub layout without nix/kernel-builder.
+
+``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``<repo>/contmix_kernel``,
+described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed torch and lays it out
+the way ``kernels`` expects::
+
+    OUTPUT_DIR/build/torch{MAJOR}{MINOR}-cxx11-cpu-x86_64-linux/
+        __init__.py  functional.py  layers.py  _ops.py  _overlock_contmix_cpu_<uid>.abi3.so  metadata.json
+    OUTPUT_DIR/build/torch{MAJOR}{MINOR}-cxx11-cu{XYZ}-x86_64-linux/      (CUDA build of torch + nvcc)
+
+so that ``kernels.get_local_kernel(Path(OUTPUT_DIR))``, ``kernels.LocalLayerRepository(Path(OUTPUT_DIR),
+layer_name="ContMix")`` and, once uploaded, ``kernels.get_kernel(repo_id, version=1)`` load it.
+
+The ``<uid>`` is a hash of the sources, the torch version and the compiler flags; it makes the op namespace
+unique per build and lets a cached ``OUTPUT_DIR`` be reused: a variant whose ``metadata.json`` already
+carries the current id is not rebuilt. The CPU implementation is registered in every variant (``kernels``
+picks the variant from the torch build, not from the device). Such builds suit local use and tests; builds
+published on the Hub should come from kernel-builder (manylinux, provenance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "add_cli_commands", "available_backends", "build_kernel"]
+
+DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "contmix_kernel"
+_BUILDER_REVISION = "1"  # bump when the layout or flags below change, so cached builds are redone
+_CPU_CFLAGS = ["-O3", "-fopenmp", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DPy_LIMITED_API=0x03090000"]
+_CUDA_CFLAGS = ["-O3", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DCUDA_KERNEL", "--expt-relaxed-constexpr"]
+_LDFLAGS = ["-fopenmp"]
+
+_COMPILE_SCRIPT = """
+import json, sys
+from torch.utils.cpp_extension import load
+spec = json.loads(sys.argv[1])
+load(name=spec["name"], sources=spec["sources"], extra_cflags=spec["cflags"],
+     extra_cuda_cflags=spec["cuda_cflags"], extra_ldflags=spec["ldflags"],
+     extra_include_paths=spec["include_paths"], build_directory=spec["build_directory"],
+     with_cuda=spec["with_cuda"], is_python_module=False, verbose=spec["verbose"])
+"""
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """One built variant: its folder under ``OUTPUT_DIR/build``, op namespace id and whether it was rebuilt."""
+
+    path: Path
+    kernel_id: str
+    backend: str
+    rebuilt: bool
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _variant_name(backend: str) -> str:
+    torch = _torch()
+    major, minor = torch.__version__.split(".")[:2]
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    system = platform.system().lower()
+    if backend == "cpu":
+        compute = "cpu"
+    else:
+        cuda_major, cuda_minor = torch.version.cuda.split(".")[:2]
+        compute = f"cu{cuda_major}{cuda_minor}"
+    return f"torch{major}{minor}-cxx11-{compute}-{machine}-{system}"
+
+
+def available_backends() -> list[str]:
+    """Backends that can be built here: ``cpu`` always, ``cuda`` for a CUDA build of torch with nvcc."""
+    torch = _torch()
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    backends = ["cpu"]
+    if torch.version.cuda is not None and CUDA_HOME is not None and (Path(CUDA_HOME) / "bin" / "nvcc").exists():
+        backends.append("cuda")
+    return backends
+
+
+def _read_build_toml(source_dir: Path) -> dict:
+    build_toml = source_dir / "build.toml"
+    if not build_toml.is_file():
+        raise FileNotFoundError(f"kernel source tree not found: {build_toml} is missing (use --source)")
+    with build_toml.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _package_dir(source_dir: Path, name: str) -> Path:
+    package = source_dir / "torch-ext" / name.replace("-", "_")
+    if not (package / "__init__.py").is_file():
+        raise FileNotFoundError(f"kernel Python package missing: {package}/__init__.py")
+    return package
+
+
+def _kernel_sections(config: dict, backend: str) -> list[dict]:
+    """The ``[kernel.*]`` sections compiled into a variant: the CPU ones always, plus those of ``backend``."""
+    kernels = config.get("kernel", {}).values()
+    return [section for section in kernels if section.get("backend") in {"cpu", backend}]
+
+
+def _cuda_flags(sections: list[dict]) -> tuple[list[str], list[str]]:
+    """nvcc ``-gencode`` flags from ``cuda-capabilities`` and the extra CUDA include dirs of the pip wheels."""
+    capabilities = sorted({cap for section in sections for cap in section.get("cuda-capabilities", [])})
+    gencode = []
+    for cap in capabilities:
+        arch = cap.replace(".", "")
+        gencode += [f"-gencode=arch=compute_{arch},code=sm_{arch}"]
+    includes = []
+    for entry in sys.path:  # the system CUDA may lack headers (cusparse.h) that torch's headers include
+        candidate = Path(entry) / "nvidia" / "cu13" / "include"
+        if candidate.is_dir():
+            includes.append(str(candidate))
+            break
+    return gencode, includes
+
+
+def _source_hash(source_dir: Path, files: list[Path], package: Path, flags: list[str], backend: str) -> str:
+    torch = _torch()
+    digest = hashlib.sha256()
+    for item in (_BUILDER_REVISION, torch.__version__, str(torch.version.cuda), backend, sys.version, *flags):
+        digest.update(item.encode() + b"\0")
+    for path in sorted({*files, source_dir / "build.toml", *package.glob("*.py")}):
+        digest.update(str(path.relative_to(source_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _ops_module(kernel_id: str) -> str:
+    return (
+        f'"""Loads the compiled extension; its op namespace `{kernel_id}` is unique to this build."""\n\n'
+        "import torch\n\n"
+        f"from . import {kernel_id}  # noqa: F401  (importing registers the ops)\n\n"
+        f"ops = torch.ops.{kernel_id}\n\n\n"
+        "def add_op_namespace_prefix(op_name: str) -> str:\n"
+        '    """Qualified name of an op of this build, e.g. for `torch.library.register_fake`."""\n'
+        f'    return f"{kernel_id}::{{op_name}}"\n'
+    )
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".build.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_current(variant_dir: Path, kernel_id: str) -> bool:
+    metadata = variant_dir / "metadata.json"
+    if not metadata.is_file() or not (variant_dir / f"{kernel_id}.abi3.so").is_file():
+        return False
+    try:
+        return json.loads(metadata.read_text()).get("id") == kernel_id
+    except ValueError:
+        return False
+
+
+def _compile(spec: dict, env: dict) -> Path:
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(spec)], env=env, capture_output=not spec["verbose"],
+        text=True,
+    )
+    if result.returncode != 0:
+        log = "" if spec["verbose"] else (result.stdout + result.stderr)[-8000:]
+        raise RuntimeError(f"building the ContMix kernel ({spec['name']}) failed:\n{log}")
+    return Path(spec["build_directory"]) / f"{spec['name']}.so"
+
+
+def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Path, force: bool, verbose: bool):
+    general = config["general"]
+    name = general["name"]
+    package = _package_dir(source_dir, name)
+    sections = _kernel_sections(config, backend)
+    files = [source_dir / f for f in config.get("torch", {}).get("src", [])]
+    files += [source_dir / f for section in sections for f in section.get("src", [])]
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"source listed in build.toml is missing: {path}")
+    include_paths = [str(source_dir / "torch-ext")]
+    include_paths += [str(source_dir / inc) for section in sections for inc in section.get("include", [])]
+    cuda_cflags, ldflags = [], list(_LDFLAGS)
+    cflags = list(_CPU_CFLAGS)
+    if backend == "cuda":
+        gencode, cuda_includes = _cuda_flags(sections)
+        cflags.append("-DCUDA_KERNEL")
+        cuda_cflags = [*_CUDA_CFLAGS, *gencode]
+        include_paths += cuda_includes
+    kernel_id = "_{}_{}_{}".format(
+        name.replace("-", "_"),
+        backend,
+        _source_hash(source_dir, files, package, [*cflags, *cuda_cflags, *ldflags], backend),
+    )
+    variant_dir = output_dir / "build" / _variant_name(backend)
+    if not force and _is_current(variant_dir, kernel_id):
+        return KernelVariant(variant_dir, kernel_id, backend, rebuilt=False)
+
+    with tempfile.TemporaryDirectory(prefix="contmix-build-") as scratch:
+        spec = {
+            "name": kernel_id,
+            "sources": sorted(str(p) for p in files if p.suffix in {".cpp", ".cc", ".cu"}),
+            "cflags": cflags,
+            "cuda_cflags": cuda_cflags,
+            "ldflags": ldflags,
+            "include_paths": include_paths,
+            "build_directory": scratch,
+            "with_cuda": backend == "cuda",
+            "verbose": verbose,
+        }
+        env = dict(os.environ)
+        env.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
+        shared_object = _compile(spec, env)
+
+        staging = Path(tempfile.mkdtemp(prefix=f".{variant_dir.name}-", dir=variant_dir.parent))
+        for module in package.glob("*.py"):
+            shutil.copy2(module, staging / module.name)
+        (staging / "_ops.py").write_text(_ops_module(kernel_id))
+        shutil.copy2(shared_object, staging / f"{kernel_id}.abi3.so")
+        metadata = {
+            "id": kernel_id,
+            "name": name,
+            "version": int(general.get("version", 1)),
+            "license": general.get("license", "Apache-2.0"),
+            "python-depends": [],
+            "backend": {"type": backend},
+        }
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    if variant_dir.exists():
+        shutil.rmtree(variant_dir)
+    staging.rename(variant_dir)
+    return KernelVariant(variant_dir, kernel_id, backend, rebuilt=True)
+
+
+def build_kernel(
+    output_dir: str | os.PathLike,
+    source_dir: str | os.PathLike | None = None,
+    backends: list[str] | None = None,
+    force: bool = False,
+    verbose: bool = False,
+) -> list[KernelVariant]:
+    """Build (or reuse) the kernel variants for the installed torch under ``output_dir/build``.
+
+    Args:
+        output_dir: the kernel repository folder to fill (``kernels`` loads it with ``get_local_kernel``).
+        source_dir: the kernel-builder source tree; defaults to ``<repo root>/contmix_kernel``.
+        backends: subset of :func:`available_backends` (default: all of them).
+        force: rebuild even when a variant with the same source hash exists.
+        verbose: stream the compiler output.
+
+    Returns:
+        One :class:`KernelVariant` per backend.
+    """
+    source_dir = Path(source_dir) if source_dir is not None else DEFAULT_SOURCE_DIR
+    output_dir = Path(output_dir)
+    config = _read_build_toml(source_dir)
+    possible = available_backends()
+    backends = list(backends) if backends else possible
+    for backend in backends:
+        if backend not in possible:
+            raise ValueError(
+                f"cannot build the {backend!r} backend here (available: {possible}); a CUDA build of torch "
+                "and nvcc are needed for 'cuda'"
+            )
+        if backend not in config["general"].get("backends", ["cpu"]):
+            raise ValueError(f"{source_dir / 'build.toml'} does not declare the {backend!r} backend")
+    (output_dir / "build").mkdir(parents=True, exist_ok=True)
+    with _locked(output_dir):
+        return [_build_variant(source_dir, config, b, output_dir, force, verbose) for b in backends]
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    backends = None if args.backend == "all" else [args.backend]
+    for variant in build_kernel(args.output_dir, args.source, backends, force=args.force, verbose=args.verbose):
+        state = "built" if variant.rebuilt else "up to date"
+        print(f"{variant.path} ({variant.kernel_id}): {state}")
+    return 0
+
+
+def add_cli_commands(subparsers) -> None:
+    """Add ``build-kernel OUTPUT_DIR`` to the ``overlock-hf`` command line."""
+    parser = subparsers.add_parser(
+        "build-kernel",
+        help="build the fused ContMix kernel into a kernels-hub folder (no nix needed)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path, help="kernel repository folder to fill")
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE_DIR, help=f"kernel source tree (default: {DEFAULT_SOURCE_DIR})"
+    )
+    parser.add_argument(
+        "--backend", choices=["all", "cpu", "cuda"], default="all", help="variant(s) to build (default: all possible)"
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild even if the sources are unchanged")
+    parser.add_argument("--verbose", action="store_true", help="show the compiler output")
+    parser.set_defaults(func=_run_build)
