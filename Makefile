@@ -22,7 +22,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or gpu" -q
 
 demo: $(STAMP)
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --mixed_precision no --dynamo_backend no \
+	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		examples/finetune_accelerate.py --output_dir demo_output
 
 clean:
