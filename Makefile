@@ -4,7 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo clean
+# The transformers 4.57 leg: a second venv and the tests that concern the model's transformers integration.
+VENV457 ?= .venv-457
+PY457 := $(VENV457)/bin/python
+STAMP457 := $(VENV457)/.installed
+TESTS457 := tests/test_model.py tests/test_model_parity.py tests/test_conversion.py tests/test_contmix_reference.py \
+	tests/test_examples.py tests/test_transformers_integration.py tests/test_remote_code.py tests/test_backbone.py \
+	tests/test_trainer.py tests/test_usage_docs.py
+
+.PHONY: setup test test-457 test-slow demo benchmark clean
 
 setup: $(STAMP)
 
@@ -18,6 +26,16 @@ $(STAMP): pyproject.toml requirements/ci.txt
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
+$(STAMP457): pyproject.toml requirements/ci-457.txt
+	$(PYTHON) -m venv $(VENV457)
+	$(PY457) -m pip install -q --upgrade pip
+	$(PY457) -m pip install -q -r requirements/ci-457.txt
+	$(PY457) -m pip install -q --no-deps -e .
+	touch $(STAMP457)
+
+test-457: $(STAMP457)
+	$(PY457) -m pytest -q -m "not slow and not gpu" $(TESTS457)
+
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or gpu" -q
 
@@ -25,5 +43,9 @@ demo: $(STAMP)
 	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		examples/finetune_accelerate.py --output_dir demo_output
 
+benchmark: $(STAMP)
+	$(PY) benchmarks/contmix.py --output benchmarks/RESULTS_contmix.md
+	$(PY) benchmarks/model_throughput.py --output benchmarks/RESULTS_model.md
+
 clean:
-	rm -rf $(VENV) .kernel-build demo_output
+	rm -rf $(VENV) $(VENV457) .kernel-build demo_output

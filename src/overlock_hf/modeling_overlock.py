@@ -738,6 +738,8 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
     LayerNorm, as in the released detection/segmentation models.
     """
 
+    has_attentions = False
+
     def __init__(self, config: OverLoCKConfig):
         super().__init__(config)
         self.overlock = OverLoCKModel(config)

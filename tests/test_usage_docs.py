@@ -1,0 +1,35 @@
+"""Every ```python block of docs/usage.md runs, offline, against a converted tiny checkpoint."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from _shared import converted_tiny_folder
+from conftest import REPO_ROOT
+
+USAGE = REPO_ROOT / "docs" / "usage.md"
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks() -> list[str]:
+    """The ```python blocks of docs/usage.md, in order."""
+    return BLOCK.findall(USAGE.read_text(encoding="utf-8"))
+
+
+def test_usage_page_has_the_expected_sections():
+    text = USAGE.read_text(encoding="utf-8")
+    for needle in ("AutoModelForImageClassification", 'pipeline("image-classification"', "trust_remote_code=True",
+                   "OverLoCKBackbone", "UperNetForSemanticSegmentation", "Trainer("):
+        assert needle in text, needle
+    assert len(python_blocks()) == 6
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_usage_snippet_runs(index, tmp_path, monkeypatch):
+    monkeypatch.setenv("OVERLOCK_MODEL_DIR", str(converted_tiny_folder()))
+    monkeypatch.chdir(tmp_path)  # snippets that write (the Trainer's output_dir) write here
+    code = compile(python_blocks()[index], f"docs/usage.md[python block {index}]", "exec")
+    exec(code, {"__name__": "__main__"})
