@@ -33,3 +33,25 @@ def test_usage_snippet_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # snippets that write (the Trainer's output_dir) write here
     code = compile(python_blocks()[index], f"docs/usage.md[python block {index}]", "exec")
     exec(code, {"__name__": "__main__"})
+
+
+README = REPO_ROOT / "README.md"
+README_MODEL = "converted/overlock-t"  # the folder name the README's quick start uses
+
+
+def readme_blocks() -> list[str]:
+    """The ```python blocks of README.md (its quick start), in order."""
+    return BLOCK.findall(README.read_text(encoding="utf-8"))
+
+
+def test_readme_quick_start_runs(tmp_path, monkeypatch):
+    """The README's snippets, with its example folder replaced by a converted tiny model and a real cat.jpg."""
+    from PIL import Image
+
+    blocks = readme_blocks()
+    assert blocks and all(README_MODEL in block for block in blocks)
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (320, 256), (180, 120, 60)).save(tmp_path / "cat.jpg")
+    for index, block in enumerate(blocks):
+        source = block.replace(README_MODEL, str(converted_tiny_folder()))
+        exec(compile(source, f"README.md[python block {index}]", "exec"), {"__name__": "__main__"})
