@@ -140,6 +140,19 @@ def test_matches_reference_on_random_shapes(kernel, shape, seed):
         assert _rel_err(a, r) <= 1e-5, (name, shape, _rel_err(a, r))
 
 
+@pytest.mark.parametrize("channels", [8, 10, 14, 16, 15])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channel_specialized_paths_match_reference(kernel, channels, dtype):
+    """The CPU forward has compile-time paths for 8/10/14/16 channels per group (15: the generic path)."""
+    for shape in ((2, 3, channels, 7, 9, 5), (1, 2, channels, 13, 11, 7)):
+        logits, rpb, value, grad_out = (t.to(dtype) for t in _inputs(*shape))
+        ours = _forward_backward(kernel.contmix, logits, rpb, value, grad_out, shape[-1])
+        ref = _forward_backward(contmix_reference, *(t.float() for t in (logits, rpb, value, grad_out)), shape[-1])
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        for name, a, r in zip(("out", "grad_logits", "grad_rpb", "grad_value"), ours, ref):
+            assert _rel_err(a.float(), r) <= tol, (name, shape, dtype)
+
+
 @pytest.mark.parametrize("shape", [(1, 2, 3, 5, 6, 3), (2, 1, 2, 5, 7, 5)])
 def test_gradcheck_float64(kernel, shape):
     logits, rpb, value, _ = _inputs(*shape, dtype=torch.float64)

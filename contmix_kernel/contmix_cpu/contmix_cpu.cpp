@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -87,35 +88,118 @@ void tap_softmax(const scalar_t* pixel_logits, const scalar_t* table, int i, int
   for (int t = 0; t < k * k; ++t) weights[t] *= inverse;
 }
 
+// e^x for x in the softmax's range (x <= 0 after the max shift), for float, in plain arithmetic so that a
+// `#pragma omp simd` loop vectorizes with the baseline instruction set (libm's expf is a scalar call; the clamp
+// needs -fno-trapping-math to become a vector select, see kernel_builder.py). Range
+// reduction x = n ln2 + r (|r| <= ln2/2, ln2 split in two for accuracy), a degree-7 polynomial for e^r, and 2^n
+// assembled in the exponent bits. Relative error about 2e-7 on [-87, 0]; below -87 it returns e^-87 (~1.6e-38)
+// instead of a smaller number, which cannot matter next to the max term, 1.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2) by the magic number
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
+  return p * __builtin_bit_cast(float, exponent_bits);
+}
+
+inline float exp_nonpositive_acc(float x) { return exp_nonpositive(x); }
+inline double exp_nonpositive_acc(double x) { return std::exp(x); }
+
+// Softmax weights of every query of row i of plane group bg: weights[j * K*K + t]. Done for the whole row at
+// once so that the exponentials run as one long vectorizable loop (per-pixel loops of K*K are too short).
+template <typename scalar_t, typename acc_t>
+void row_softmax(const scalar_t* row_logits, const scalar_t* table, int i, int si, const Dims& d, acc_t* weights) {
+  const int k = d.k, kk = k * k, span = 2 * k - 1, W = d.width;
+  for (int j = 0; j < W; ++j) {
+    const int sj = contmix::window_start(j, W, k);
+    const scalar_t* pixel_logits = row_logits + int64_t(j) * kk;
+    acc_t* w = weights + int64_t(j) * kk;
+    for (int a = 0; a < k; ++a) {
+      const scalar_t* bias_row = table + contmix::bias_offset(i, si + a, k) * span + contmix::bias_offset(j, sj, k);
+      for (int b = 0; b < k; ++b) {
+        w[a * k + b] = static_cast<acc_t>(pixel_logits[a * k + b]) + static_cast<acc_t>(bias_row[b]);
+      }
+    }
+    acc_t max_logit = w[0];
+#pragma omp simd reduction(max : max_logit)
+    for (int t = 1; t < kk; ++t) max_logit = w[t] > max_logit ? w[t] : max_logit;
+#pragma omp simd
+    for (int t = 0; t < kk; ++t) w[t] -= max_logit;
+  }
+  const int64_t n = int64_t(W) * kk;
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) weights[t] = exp_nonpositive_acc(weights[t]);
+  for (int j = 0; j < W; ++j) {
+    acc_t* w = weights + int64_t(j) * kk;
+    acc_t total = 0;
+#pragma omp simd reduction(+ : total)
+    for (int t = 0; t < kk; ++t) total += w[t];
+    const acc_t inverse = acc_t(1) / total;
+#pragma omp simd
+    for (int t = 0; t < kk; ++t) w[t] *= inverse;
+  }
+}
+
+// o[0:C] = sum over the K x K window taps of w[tap] * value[tap, 0:C] (channels-last plane). `kChannels` > 0 makes
+// C a compile-time constant: for the channel counts per group of the released variants (8, 10, 14, 16) the
+// channel loop then unrolls into straight vector code instead of a short runtime-length loop per tap.
+template <int kChannels, typename acc_t>
+inline void aggregate_window(const acc_t* w, const acc_t* plane, int si, int sj, int k, int width, int channels,
+                             acc_t* o) {
+  const int C = kChannels > 0 ? kChannels : channels;
+  std::fill(o, o + C, acc_t(0));
+  for (int a = 0; a < k; ++a) {
+    const acc_t* window_row = plane + (int64_t(si + a) * width + sj) * C;  // K contiguous taps of C channels
+    for (int b = 0; b < k; ++b) {
+      const acc_t wt = w[a * k + b];
+      const acc_t* v = window_row + int64_t(b) * C;
+#pragma omp simd
+      for (int c = 0; c < C; ++c) o[c] += wt * v[c];
+    }
+  }
+}
+
+// Calls body(std::integral_constant<int, C>{}) for the channel counts above, body(integral_constant<int, 0>) else.
+template <typename Body>
+void with_channel_count(int channels, Body&& body) {
+  switch (channels) {
+    case 8: return body(std::integral_constant<int, 8>{});
+    case 10: return body(std::integral_constant<int, 10>{});
+    case 14: return body(std::integral_constant<int, 14>{});
+    case 16: return body(std::integral_constant<int, 16>{});
+    default: return body(std::integral_constant<int, 0>{});
+  }
+}
+
 template <typename scalar_t>
 void forward_impl(const scalar_t* logits, const scalar_t* rpb, const scalar_t* value, scalar_t* out, const Dims& d) {
   using acc_t = at::opmath_type<scalar_t>;
   const int k = d.k, kk = k * k, span = 2 * k - 1, C = d.channels, W = d.width;
   const std::vector<acc_t> value_cl = to_channels_last<scalar_t, acc_t>(value, d);
-  at::parallel_for(0, d.batch_groups * d.height, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> weights(kk), row(size_t(W) * C);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t bg = item / d.height;
-      const int i = int(item % d.height), si = contmix::window_start(i, d.height, k);
-      const scalar_t* table = rpb + (bg % d.groups) * span * span;
-      const acc_t* plane = value_cl.data() + bg * d.height * W * C;
-      for (int j = 0; j < W; ++j) {
-        const int sj = contmix::window_start(j, W, k);
-        tap_softmax(logits + ((bg * d.height + i) * W + j) * kk, table, i, j, si, sj, d, weights.data());
-        acc_t* o = row.data() + int64_t(j) * C;
-        std::fill(o, o + C, acc_t(0));
-        for (int a = 0; a < k; ++a) {
-          const acc_t* window_row = plane + (int64_t(si + a) * W + sj) * C;  // K contiguous taps of C channels
-          for (int b = 0; b < k; ++b) {
-            const acc_t wt = weights[a * k + b];
-            const acc_t* v = window_row + int64_t(b) * C;
-#pragma omp simd
-            for (int c = 0; c < C; ++c) o[c] += wt * v[c];
-          }
+  with_channel_count(C, [&](auto fixed_channels) {
+    constexpr int kChannels = decltype(fixed_channels)::value;
+    at::parallel_for(0, d.batch_groups * d.height, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> weights(size_t(W) * kk), row(size_t(W) * C);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bg = item / d.height;
+        const int i = int(item % d.height), si = contmix::window_start(i, d.height, k);
+        const scalar_t* table = rpb + (bg % d.groups) * span * span;
+        const acc_t* plane = value_cl.data() + bg * d.height * W * C;
+        row_softmax(logits + (bg * d.height + i) * W * kk, table, i, si, d, weights.data());
+        for (int j = 0; j < W; ++j) {
+          aggregate_window<kChannels>(weights.data() + int64_t(j) * kk, plane, si, contmix::window_start(j, W, k), k,
+                                      W, C, row.data() + int64_t(j) * C);
         }
+        store_row(row.data(), out, bg, i, d);
       }
-      store_row(row.data(), out, bg, i, d);
-    }
+    });
   });
 }
 

@@ -43,7 +43,7 @@ __all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "add_cli_commands", "available
 
 DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "contmix_kernel"
 _BUILDER_REVISION = "1"  # bump when the layout or flags below change, so cached builds are redone
-_CPU_CFLAGS = ["-O3", "-fopenmp", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DPy_LIMITED_API=0x03090000"]
+_CPU_CFLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DPy_LIMITED_API=0x03090000"]
 _CUDA_CFLAGS = ["-O3", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DCUDA_KERNEL", "--expt-relaxed-constexpr"]
 _LDFLAGS = ["-fopenmp"]
 
