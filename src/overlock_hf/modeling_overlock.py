@@ -431,7 +431,19 @@ class OverLoCKDynamicConvBlock(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- sub-networks
-class OverLoCKStage(nn.Module):
+class OverLoCKBlockRunner(nn.Module):
+    """Base of the modules that hold blocks: runs each block through activation checkpointing when
+    `model.gradient_checkpointing_enable()` set `gradient_checkpointing` and the model is training."""
+
+    gradient_checkpointing = False
+
+    def _run(self, block: nn.Module, *args):
+        if self.gradient_checkpointing and self.training:
+            return self._gradient_checkpointing_func(block.__call__, *args)
+        return block(*args)
+
+
+class OverLoCKStage(OverLoCKBlockRunner):
     """An optional stride-2 downsample (3x3 conv + BN) followed by `OverLoCKRepConvBlock`s."""
 
     def __init__(self, config: OverLoCKConfig, index: int, drop_path_rates: list[float]):
@@ -451,14 +463,6 @@ class OverLoCKStage(nn.Module):
         for block in self.blocks:
             x = self._run(block, x)
         return x
-
-    gradient_checkpointing = False  # toggled by `model.gradient_checkpointing_enable()`
-
-    def _run(self, block: nn.Module, *args):
-        """Call a block, through activation checkpointing when it is enabled and training."""
-        if self.gradient_checkpointing and self.training:
-            return self._gradient_checkpointing_func(block.__call__, *args)
-        return block(*args)
 
 
 class OverLoCKBaseNet(nn.Module):
@@ -496,7 +500,7 @@ class OverLoCKContextDownsample(nn.Module):
         return self.features(x), self.context(context)
 
 
-class OverLoCKFocusNet(nn.Module):
+class OverLoCKFocusNet(OverLoCKBlockRunner):
     """Context prior from the overview features, then ContMix stages at stride 16 (on `x3`) and stride 32.
 
     `forward(base_features (B, C3, H/16, W/16), overview (B, C4, H/32, W/32))` returns the stride-16 stage's
@@ -532,9 +536,6 @@ class OverLoCKFocusNet(nn.Module):
         for block in self.stage32:
             x, context = self._run(block, x, context, prior32)
         return stride16, x
-
-    gradient_checkpointing = False
-    _run = OverLoCKStage._run
 
 
 # ---------------------------------------------------------------------------------------------------- models
