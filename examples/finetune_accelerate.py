@@ -35,13 +35,13 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from overlock_hf.finetuning import (
-    DIGITS,
     EpochShuffleSampler,
     EvalImageDataset,
     FinetuningError,
     JSONLinesTracker,
     TrainImageDataset,
     accuracy_metric_path,
+    add_data_and_model_arguments,
     build_model,
     check_image_files,
     checkpoint_image_size,
@@ -64,33 +64,9 @@ CHECKPOINT_STATE = "training_state.json"
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options; the defaults are the CPU demo."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default=DIGITS,
-                      help="'digits' (embedded), an image folder (<dir>/<class>/<image>) or a Hub dataset id")
-    data.add_argument("--dataset_config", default=None, help="configuration name of a Hub dataset")
-    data.add_argument("--image_column", default=None, help="image column (default: 'image' or 'img')")
-    data.add_argument("--label_column", default=None, help="label column (default: 'label' or 'labels')")
-    data.add_argument("--validation_fraction", type=float, default=0.2,
-                      help="share of train held out when the dataset has no validation/test split")
-    data.add_argument("--max_train_samples", type=int, default=None, help="use only the first N training images")
-    data.add_argument("--max_eval_samples", type=int, default=None, help="use only the first N validation images")
-    data.add_argument("--image_size", type=int, default=None,
-                      help="training crop / eval size (default: 64 for digits, else the checkpoint's, else 224)")
-    data.add_argument("--hflip_prob", type=float, default=None, help="horizontal flip chance (default: 0 digits, 0.5)")
-    data.add_argument("--crop_scale_min", type=float, default=None,
-                      help="smallest random-resized-crop area fraction (default: 0.5 digits, 0.08)")
-    data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default="compact",
-                       help="'compact', a variant to train from scratch (overlock-xt/-t/-s/-b), a folder or Hub id")
-    model.add_argument("--ignore_mismatched_sizes", action="store_true",
-                       help="replace a checkpoint's classifier heads when its class count differs from the data's")
-    model.add_argument("--drop_path_rate", type=float, default=None, help="override the config's stochastic depth")
-    model.add_argument("--aux_loss_weight", type=float, default=None,
-                       help="override the weight of the auxiliary Overview-Net loss (config default 0.4)")
-    model.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
-    model.add_argument("--sync_bn", action="store_true",
+    add_data_and_model_arguments(parser)
+    multi_process = parser.add_argument_group("multi-process")
+    multi_process.add_argument("--sync_bn", action="store_true",
                        help="synchronize BatchNorm statistics across processes (multi-GPU; not on CPU/gloo)")
 
     optim = parser.add_argument_group("optimization")

@@ -29,9 +29,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from overlock_hf.finetuning import (
-    DIGITS,
     FinetuningError,
     accuracy_metric_path,
+    add_data_and_model_arguments,
     batch_transform,
     build_model,
     check_image_files,
@@ -51,20 +51,7 @@ from overlock_hf.finetuning import (
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options; the defaults fine-tune the compact model on the embedded digits."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default=DIGITS, help="'digits', an image folder or a Hub dataset id")
-    parser.add_argument("--dataset_config", default=None)
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--label_column", default=None)
-    parser.add_argument("--validation_fraction", type=float, default=0.2)
-    parser.add_argument("--max_train_samples", type=int, default=None)
-    parser.add_argument("--max_eval_samples", type=int, default=None)
-    parser.add_argument("--image_size", type=int, default=None)
-    parser.add_argument("--hflip_prob", type=float, default=None)
-    parser.add_argument("--crop_scale_min", type=float, default=None)
-    parser.add_argument("--model", default="compact")
-    parser.add_argument("--ignore_mismatched_sizes", action="store_true")
-    parser.add_argument("--drop_path_rate", type=float, default=None)
-    parser.add_argument("--aux_loss_weight", type=float, default=None)
+    add_data_and_model_arguments(parser)
     parser.add_argument("--output_dir", default="trainer_output")
     parser.add_argument("--num_epochs", type=float, default=8)
     parser.add_argument("--max_steps", type=int, default=-1, help="overrides --num_epochs when > 0")
@@ -78,12 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--save_strategy", default="epoch", choices=["no", "epoch", "steps"])
     parser.add_argument("--save_steps", type=int, default=500)
     parser.add_argument("--logging_steps", type=int, default=10)
     parser.add_argument("--report_to", default="none", help="Trainer integrations (none, tensorboard, wandb, ...)")
-    parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint-N folder, or 'latest'")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="upload model/ to this Hub repo")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -72,6 +73,36 @@ class FinetuningError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ data
+def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data and model options both example scripts share (defaults: the compact model on the digits)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=DIGITS,
+                      help="'digits' (embedded), an image folder (<dir>/<class>/<image>) or a Hub dataset id")
+    data.add_argument("--dataset_config", default=None, help="configuration name of a Hub dataset")
+    data.add_argument("--image_column", default=None, help="image column (default: 'image' or 'img')")
+    data.add_argument("--label_column", default=None, help="label column (default: 'label' or 'labels')")
+    data.add_argument("--validation_fraction", type=float, default=0.2,
+                      help="share of train held out when the dataset has no validation/test split")
+    data.add_argument("--max_train_samples", type=int, default=None, help="use only the first N training images")
+    data.add_argument("--max_eval_samples", type=int, default=None, help="use only the first N validation images")
+    data.add_argument("--image_size", type=int, default=None,
+                      help="training crop / eval size (default: 64 for digits, else the checkpoint's, else 224)")
+    data.add_argument("--hflip_prob", type=float, default=None, help="horizontal flip chance (default: 0 digits, 0.5)")
+    data.add_argument("--crop_scale_min", type=float, default=None,
+                      help="smallest random-resized-crop area fraction (default: 0.5 digits, 0.08)")
+    data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="compact",
+                       help="'compact', a variant to train from scratch (overlock-xt/-t/-s/-b), a folder or Hub id")
+    model.add_argument("--ignore_mismatched_sizes", action="store_true",
+                       help="replace a checkpoint's classifier heads when its class count differs from the data's")
+    model.add_argument("--drop_path_rate", type=float, default=None, help="override the config's stochastic depth")
+    model.add_argument("--aux_loss_weight", type=float, default=None,
+                       help="override the weight of the auxiliary Overview-Net loss (config default 0.4)")
+    model.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
+
+
 def _digits_dataset(seed: int, validation_fraction: float):
     """scikit-learn's digits (1797 images, 10 classes), upscaled to 64x64 RGB, split stratified into
     train / validation."""
