@@ -20,7 +20,6 @@ published on the Hub should come from kernel-builder (manylinux, provenance).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -39,7 +38,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "add_cli_commands", "available_backends", "build_kernel"]
+__all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "available_backends", "build_kernel"]
 
 DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "contmix_kernel"
 _BUILDER_REVISION = "1"  # bump when the layout or flags below change, so cached builds are redone
@@ -288,30 +287,3 @@ def build_kernel(
     (output_dir / "build").mkdir(parents=True, exist_ok=True)
     with _locked(output_dir):
         return [_build_variant(source_dir, config, b, output_dir, force, verbose) for b in backends]
-
-
-def _run_build(args: argparse.Namespace) -> int:
-    backends = None if args.backend == "all" else [args.backend]
-    for variant in build_kernel(args.output_dir, args.source, backends, force=args.force, verbose=args.verbose):
-        state = "built" if variant.rebuilt else "up to date"
-        print(f"{variant.path} ({variant.kernel_id}): {state}")
-    return 0
-
-
-def add_cli_commands(subparsers) -> None:
-    """Add ``build-kernel OUTPUT_DIR`` to the ``overlock-hf`` command line."""
-    parser = subparsers.add_parser(
-        "build-kernel",
-        help="build the fused ContMix kernel into a kernels-hub folder (no nix needed)",
-        description=__doc__.splitlines()[0],
-    )
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path, help="kernel repository folder to fill")
-    parser.add_argument(
-        "--source", type=Path, default=DEFAULT_SOURCE_DIR, help=f"kernel source tree (default: {DEFAULT_SOURCE_DIR})"
-    )
-    parser.add_argument(
-        "--backend", choices=["all", "cpu", "cuda"], default="all", help="variant(s) to build (default: all possible)"
-    )
-    parser.add_argument("--force", action="store_true", help="rebuild even if the sources are unchanged")
-    parser.add_argument("--verbose", action="store_true", help="show the compiler output")
-    parser.set_defaults(func=_run_build)
