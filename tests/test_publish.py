@@ -225,10 +225,10 @@ def test_pushed_model_card_validates_and_its_snippet_runs(hub_server, pushed_mod
 def test_model_card_of_released_variant():
     from hub_server import validate_card_metadata
 
-    from overlock_hf import VARIANTS, OverLoCKConfig
+    from overlock_hf import OverLoCKConfig
     from overlock_hf.model_card import render_model_card
 
-    config = OverLoCKConfig(**VARIANTS["overlock-t"], variant="overlock-t", num_labels=1000)
+    config = OverLoCKConfig.from_variant("overlock-t")
     card = render_model_card(config, repo_id="acme/overlock-t", checkpoint_name="overlock_t_in1k_224.pth")
     assert validate_card_metadata(card) == ([], [])
     assert "# OverLoCK-T (ImageNet-1K)" in card and "84.2 %" in card and "34.99 M" in card
