@@ -23,7 +23,7 @@ from .checkpoint_mapping import (
     unwrap_state_dict,
 )
 from .configuration_overlock import IMAGENET_NUM_LABELS, imagenet1k_id2label
-from .export import write_model_folder
+from .export import VERIFY_INPUT_SIZE, quiet_progress_bars, read_image_size, write_model_folder
 from .modeling_overlock import OverLoCKForImageClassification
 
 
@@ -89,3 +89,32 @@ def convert_checkpoint(
         model.reparameterize()
     return write_model_folder(model, output_dir, overwrite=overwrite, source=checkpoint,
                               derivation="converted from the checkpoint")
+
+
+def reparameterize_folder(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """A plain model folder -> the folded one (``overlock-hf reparameterize FOLDER OUTPUT_DIR``); returns it.
+
+    Every DilatedReparam is folded (:meth:`OverLoCKPreTrainedModel.reparameterize`); the folded model's logits
+    must match the plain model's within ``1e-5 * max|logits|`` on a random input before anything is written, and
+    the folder is written and verified by :func:`overlock_hf.export.write_model_folder` (same processor crop).
+    """
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if not (folder / "config.json").is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (it needs config.json and model.safetensors)")
+    with quiet_progress_bars():
+        model = OverLoCKForImageClassification.from_pretrained(folder).eval()
+    if model.config.reparameterized:
+        raise ValueError(f"{folder} is already re-parameterized (config.json: reparameterized = true)")
+    pixels = torch.randn(VERIFY_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(pixel_values=pixels).logits
+        folded = model.reparameterize()(pixel_values=pixels).logits
+    relative = float((plain - folded).abs().max() / plain.abs().max())
+    if not relative <= 1e-5:
+        raise RuntimeError(f"re-parameterizing {folder} changed the logits by {relative:.3g} * max|logits| (> 1e-5)")
+    return write_model_folder(
+        model, output_dir, overwrite=overwrite, image_size=read_image_size(folder), source=weights,
+        source_name=f"{folder.name}/model.safetensors",
+        derivation=f"re-parameterized (logits changed by {relative:.1e} x max|logits|) from the plain weights",
+    )

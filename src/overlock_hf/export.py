@@ -33,7 +33,10 @@ import torch
 
 from .modeling_overlock import CODE_FILES
 
-__all__ = ["WRITTEN_FILES", "check_model_folder", "file_sha256", "verify_model_folder", "write_model_folder"]
+__all__ = [
+    "WRITTEN_FILES", "check_model_folder", "file_sha256", "quiet_progress_bars", "read_image_size", "verify_model_folder",
+    "write_model_folder",
+]
 
 REQUIRED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
 REQUIRED_AUTO_MAP = ("AutoConfig", "AutoModel", "AutoModelForImageClassification")
@@ -72,7 +75,7 @@ def _check_weights_file(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_progress_bars():
+def quiet_progress_bars():
     """No transformers / huggingface_hub progress bars ("Writing model shards", "Loading weights") inside."""
     from transformers.utils import logging
 
@@ -94,7 +97,7 @@ def verify_model_folder(model: torch.nn.Module, folder: str | Path) -> float:
     folder = Path(folder)
     _check_weights_file(model.state_dict(), folder / "model.safetensors")
     parameter = next(model.parameters())
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         reloaded = type(model).from_pretrained(folder, dtype=parameter.dtype).to(parameter.device).eval()
     pixels = torch.randn(VERIFY_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
     pixels = pixels.to(parameter.device, parameter.dtype)
@@ -186,6 +189,16 @@ def _check_weights_fit_config(folder: Path, config_dict: dict) -> None:
                          f"crop_pct {config.crop_pct} (config.json)")
 
 
+def read_image_size(folder: str | Path, default: int = 224) -> int:
+    """The evaluation size of a folder's ``preprocessor_config.json`` (``size``: ``shortest_edge`` of the
+    ConvNeXt-style processor, else ``height``), ``default`` without one."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return default
+    size = _read_json(path).get("size", default)
+    return int(size.get("shortest_edge", size.get("height", default)) if isinstance(size, dict) else size)
+
+
 # ------------------------------------------------------------------------------------------------ writing
 def _pid_running(pid: int) -> bool:
     try:
@@ -258,6 +271,7 @@ def write_model_folder(
     overwrite: bool = False,
     image_size: int = 224,
     source: str | Path | None = None,
+    source_name: str | None = None,
     derivation: str = "converted from the checkpoint",
     card_note: str = "",
 ) -> Path:
@@ -268,6 +282,7 @@ def write_model_folder(
         output_dir: the folder; it must not exist or be empty, unless ``overwrite`` (see the module docstring).
         image_size: the evaluation crop of ``preprocessor_config.json`` (resize to ``int(size / crop_pct)``).
         source: the file the weights come from; the model card names it with its SHA-256.
+        source_name: the name the card gives ``source`` (default: its file name).
         derivation: how the weights come from ``source``, completing "The weights were ... `NAME`".
         card_note: Markdown appended to the model card.
     Returns the folder. On any failure nothing is left but what was at ``output_dir`` before.
@@ -282,13 +297,13 @@ def write_model_folder(
     staging = _sibling(target, "staging")
     os.mkdir(staging)  # mode 0o777 minus the umask, like any new folder
     try:
-        with _quiet_progress_bars():
+        with quiet_progress_bars():
             model.save_pretrained(staging, safe_serialization=True)
         save_image_processor(staging, crop_pct=model.config.crop_pct, image_size=image_size)
         relative = verify_model_folder(model, staging)
         card = render_model_card(
             model.config,
-            checkpoint_name=Path(source).name if source is not None else None,
+            checkpoint_name=source_name or Path(source).name if source is not None else None,
             checkpoint_sha256=file_sha256(source) if source is not None and Path(source).is_file() else None,
             derivation=derivation,
             reload_relative_diff=relative,
