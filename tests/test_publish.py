@@ -174,6 +174,7 @@ REMOTE_CODE_CHILD = textwrap.dedent('''
         "config_class": type(config).__name__, "config_module": type(config).__module__,
         "model_module": type(model).__module__, "predictions": predictions,
         "overlock_imported": any(name.startswith("overlock_hf") for name in sys.modules),
+        "from_variant_labels": type(config).from_variant("overlock-xt").id2label[0],  # the Hub copy's labels
     }, open(sys.argv[3] + "/result.json", "w"))
 ''')
 
@@ -194,6 +195,7 @@ def test_load_from_hub_without_package(hub_server, pushed_model, local_outputs, 
     assert completed.returncode == 0, completed.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["config_class"] == "OverLoCKConfig" and not result["overlock_imported"]
+    assert result["from_variant_labels"] == "tench, Tinca tinca"
     assert result["config_module"].startswith("transformers_modules")  # the Hub copy of the code
     assert result["model_module"].startswith("transformers_modules")
     outputs = load_file(tmp_path / "outputs.safetensors")
