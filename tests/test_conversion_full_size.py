@@ -37,7 +37,8 @@ CASES = [
 
 
 def _case_id(variant, layout, dtype, wrapper, prefix, suffix) -> str:
-    return f"{variant}-{layout}-{str(dtype).split('.')[-1]}-{wrapper or 'bare'}-{'module' if prefix else 'noprefix'}{suffix}"
+    storage = f"{str(dtype).split('.')[-1]}-{wrapper or 'bare'}-{'module' if prefix else 'noprefix'}"
+    return f"{variant}-{layout}-{storage}{suffix}"
 
 
 @pytest.mark.parametrize(

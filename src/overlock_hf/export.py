@@ -34,8 +34,8 @@ import torch
 from .modeling_overlock import CODE_FILES
 
 __all__ = [
-    "WRITTEN_FILES", "check_model_folder", "file_sha256", "quiet_progress_bars", "read_image_size", "verify_model_folder",
-    "write_model_folder",
+    "WRITTEN_FILES", "check_model_folder", "file_sha256", "quiet_progress_bars", "read_image_size",
+    "verify_model_folder", "write_model_folder",
 ]
 
 REQUIRED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
@@ -132,7 +132,9 @@ def check_model_folder(folder: str | Path) -> Path:
     missing = [name for name in REQUIRED_MODEL_FILES if not (folder / name).is_file()]
     if missing:
         hint = " (write the card with overlock_hf.model_card.write_model_card)" if "README.md" in missing else ""
-        raise FileNotFoundError(f"{folder} is not a complete converted model folder: missing {', '.join(missing)}{hint}")
+        raise FileNotFoundError(
+            f"{folder} is not a complete converted model folder: missing {', '.join(missing)}{hint}"
+        )
     config = _read_json(folder / "config.json")
     auto_map = config.get("auto_map") or {}
     absent = [name for name in REQUIRED_AUTO_MAP if name not in auto_map]

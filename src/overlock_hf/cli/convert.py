@@ -54,7 +54,7 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--ema", action="store_true", help="convert `state_dict_ema` instead of the model weights")
     parser.add_argument("--reparameterize", action="store_true", help="fold DilatedReparam branches before saving")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing model folder (refused if it holds files the converter does not write)")
+                        help="replace an existing model folder (refused if it holds files the writer does not write)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     parser.add_argument("--token", help="with --push-to-hub: Hub token (default: the logged-in one)")
