@@ -125,7 +125,12 @@ def test_datasets_folders(imagenet_model, png_images, png_logits, layout, tmp_pa
         feature, values = datasets.Value("int64"), [allowed.index(label) for label in labels]
     features = datasets.Features({"image": datasets.Image(), "label": feature})
     rows = {"image": [{"bytes": data, "path": None} for data in png_images], "label": values}
-    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
+    dataset = datasets.Dataset.from_dict(rows, features=features)
+    if layout == "a-integer":  # a Parquet folder, as a Hub repo clone has it
+        (tmp_path / "ds" / "data").mkdir(parents=True)
+        dataset.to_parquet(str(tmp_path / "ds" / "data" / "test-00000-of-00001.parquet"))
+    else:
+        dataset.save_to_disk(str(tmp_path / "ds"))
     result = evaluate(imagenet_model, tmp_path / "ds", benchmark, **RUN)
     assert (result["top1"], result["top5"]) == (EXPECTED_TOP1, EXPECTED_TOP5)
 

@@ -23,6 +23,7 @@ from .labels import EvaluationError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 DATASET_MARKERS = ("state.json", "dataset_dict.json")
+DATA_FILE_PATTERNS = ("*.parquet", "*.arrow", "*/*.parquet", "*/*.arrow")
 PREFERRED_SPLITS = ("validation", "val", "test", "train")
 
 
@@ -126,7 +127,7 @@ def dataset_samples(data: str, split: str | None = None) -> EvalSamples:
 
 def is_dataset(data: str | Path) -> bool:
     """Whether `data` names a `datasets` data set rather than an image folder: a Hub id (no such local path), a
-    ``save_to_disk`` folder, or a folder without class sub-folders (Parquet files, ...)."""
+    ``save_to_disk`` folder, or a folder holding data files (``*.parquet`` / ``*.arrow``, also one level down)."""
     path = Path(data)
     if not path.exists():
         return True
@@ -134,7 +135,7 @@ def is_dataset(data: str | Path) -> bool:
         return False
     if any((path / marker).is_file() for marker in DATASET_MARKERS):
         return True
-    return not any(child.is_dir() and not child.name.startswith(".") for child in path.iterdir())
+    return any(next(path.glob(pattern), None) for pattern in DATA_FILE_PATTERNS)
 
 
 def load_samples(data: str | Path, split: str | None = None) -> EvalSamples:
