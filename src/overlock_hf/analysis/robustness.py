@@ -36,7 +36,7 @@ def count_gmacs(model: torch.nn.Module, image_size: int) -> float:
     parameter = next(model.parameters())
     pixels = torch.zeros(1, 3, image_size, image_size, device=parameter.device, dtype=parameter.dtype)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    with torch.no_grad(), counter:
         model(pixel_values=pixels)
     return counter.get_total_flops() / 2 / 1e9
 
