@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .configuration_overlock import DEFAULT_REPARAM_BRANCHES, VARIANTS, OverLoCKConfig
+from .configuration_overlock import DEFAULT_REPARAM_BRANCHES, VARIANTS, OverLoCKConfig, normalize_variant_name
 
 
 class CheckpointError(ValueError):
@@ -123,10 +123,10 @@ def resolve_variant(config: OverLoCKConfig, insist: str | None = None) -> OverLo
     """Record the released variant the architecture matches (and its crop_pct); `insist` makes a mismatch an error."""
     found = config.matching_variant()
     if insist is not None:
-        key = insist.lower().replace("_", "-")
-        key = key if key.startswith("overlock-") else f"overlock-{key}"
-        if key not in VARIANTS:
-            raise CheckpointError(f"unknown variant {insist!r}; known variants: {', '.join(VARIANTS)}")
+        try:
+            key = normalize_variant_name(insist)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
         if found != key:
             raise CheckpointError(
                 f"the checkpoint is not {key}: its architecture is depths={config.depths}, "
@@ -135,7 +135,7 @@ def resolve_variant(config: OverLoCKConfig, insist: str | None = None) -> OverLo
             )
     if found is not None:
         config.variant = found
-        config.crop_pct = VARIANTS[found]["crop_pct"]
+        config.crop_pct = VARIANTS[found].crop_pct
     return config
 
 
@@ -158,8 +158,8 @@ _REPCONV_PARTS = [
 ]
 
 _DYNAMIC_PARTS = [
-    (r"rpb1$", "rpb_small"),
-    (r"rpb2$", "rpb_large"),
+    (r"rpb1$", "mixer.rpb_small"),
+    (r"rpb2$", "mixer.rpb_large"),
     (r"x_scale\.", "context_scale."),
     (r"h_scale\.", "prior_scale."),
     (r"dwconv1\.", "dwconv1."),
@@ -168,11 +168,11 @@ _DYNAMIC_PARTS = [
     (r"fusion\.1\.", "fusion_norm."),
     (r"fusion\.3\.", "fusion_proj."),
     (r"fusion\.4\.", "fusion_grn."),
-    (r"weight_query\.0\.", "query.0."),
-    (r"weight_query\.1\.", "query.1."),
-    (r"weight_key\.1\.", "key.0."),
-    (r"weight_key\.2\.", "key.1."),
-    (r"weight_proj\.", "kernel_proj."),
+    (r"weight_query\.0\.", "mixer.query.0."),
+    (r"weight_query\.1\.", "mixer.query.1."),
+    (r"weight_key\.1\.", "mixer.key.0."),
+    (r"weight_key\.2\.", "mixer.key.1."),
+    (r"weight_proj\.", "mixer.kernel_proj."),
     (r"dyconv_proj\.0\.", "contmix_proj.0."),
     (r"dyconv_proj\.1\.", "contmix_proj.1."),
     (r"lepe\.0\.", "lepe."),
