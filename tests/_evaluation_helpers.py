@@ -5,11 +5,10 @@ top-1 / top-5 are known exactly."""
 from __future__ import annotations
 
 import functools
+import atexit
 import io
-import json
 import shutil
 import tempfile
-import atexit
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from transformers import AutoImageProcessor
 
 from _shared import converted_tiny_folder
 from overlock_hf import OverLoCKConfig, OverLoCKForImageClassification
+from overlock_hf.configuration_overlock import imagenet1k_id2label
 from overlock_hf.analysis.labels import imagenet_wnids, subset_indices
 
 CUSTOM_LABELS = ["apple", "bee", "car", "dog", "egg", "fern", "goat", "hat", "ink", "jar"]
@@ -41,9 +41,7 @@ def tiny_model_folder(num_labels: int = 1000) -> Path:
     config = OverLoCKConfig.from_pretrained(tiny)
     config.num_labels = num_labels
     if num_labels == 1000:
-        names = json.loads((Path(__file__).resolve().parents[1] / "src/overlock_hf/data/imagenet1k_id2label.json")
-                           .read_text())
-        config.id2label = {int(k): v for k, v in names.items()}
+        config.id2label = imagenet1k_id2label()
     else:
         config.id2label = dict(enumerate(CUSTOM_LABELS))
     config.label2id = {v: k for k, v in config.id2label.items()}
