@@ -97,3 +97,9 @@ def test_corrupt_image_stops_or_is_skipped(capsys, tmp_path, imagenet_model):
 def test_evaluate_raises_evaluation_error(imagenet_model, wnid_folder):
     with pytest.raises(EvaluationError, match="unknown benchmark 'imagenet-c'"):
         evaluate(imagenet_model, wnid_folder, "imagenet-c", progress=False)
+
+
+def test_cuda_without_a_device(capsys, tmp_path, imagenet_model, wnid_folder, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    error = _fails(capsys, tmp_path, imagenet_model, wnid_folder, "imagenet", "--device", "cuda")
+    assert "--device cuda: no CUDA device is available" in error

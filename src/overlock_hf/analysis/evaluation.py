@@ -208,8 +208,8 @@ def evaluate(model, data, benchmark: str = "imagenet", *, image_size: int | None
         EvaluationError: a check failed (labels, classes, corrupt image, empty set); nothing is written.
     """
     output = check_output_path(output)
-    plan = prepare(model, data, benchmark, image_size, crop_pct, limit, split, mask_subset, trust_remote_code)
     info = process_info(device)
+    plan = prepare(model, data, benchmark, image_size, crop_pct, limit, split, mask_subset, trust_remote_code)
     result = run(plan, batch_size, num_workers, device, skip_corrupt, bf16, progress, info)
     if output is not None and info.is_main:
         write_json_atomic(output, result)

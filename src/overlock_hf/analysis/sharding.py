@@ -32,6 +32,8 @@ def process_info(device: str | None = None) -> ProcessInfo:
     Default device: the launcher's per-process device when distributed, else ``cuda`` when available, else CPU.
     Under a multi-GPU launch a plain ``cuda`` means each process's own GPU.
     """
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available (torch {torch.__version__})")
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return ProcessInfo(0, 1, torch.device(chosen))
