@@ -103,3 +103,12 @@ def test_cuda_without_a_device(capsys, tmp_path, imagenet_model, wnid_folder, mo
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     error = _fails(capsys, tmp_path, imagenet_model, wnid_folder, "imagenet", "--device", "cuda")
     assert "--device cuda: no CUDA device is available" in error
+
+
+def test_dataset_with_unlabeled_rows(capsys, tmp_path, imagenet_model):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    rows = {"image": [{"bytes": data, "path": None} for data in encoded_images(2)], "label": [3, -1]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
+    error = _fails(capsys, tmp_path, imagenet_model, tmp_path / "ds", "imagenet")
+    assert "1 rows have a negative label" in error

@@ -57,7 +57,7 @@ def scan_image_folder(root: str | Path) -> EvalSamples:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder not found: {root}")
+        raise FileNotFoundError(f"data is not a folder: {root}" if root.exists() else f"data not found: {root}")
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise EvaluationError(f"{root} has no class sub-folders (expected ROOT/CLASS/image.jpg)")
@@ -118,6 +118,8 @@ def dataset_samples(data: str, split: str | None = None) -> EvalSamples:
         raise EvaluationError(f"empty data set: {data} (split {split or 'default'}) has no rows")
     feature = dataset.features["label"]
     values = [int(value) for value in dataset["label"]]
+    if min(values) < 0:
+        raise EvaluationError(f"{data}: {sum(v < 0 for v in values)} rows have a negative label (unlabeled rows)")
     if getattr(feature, "names", None):
         names = [feature.names[value] for value in values]
         return EvalSamples(data, list(range(len(dataset))), names, list(feature.names), dataset)

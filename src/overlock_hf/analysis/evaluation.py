@@ -80,8 +80,6 @@ def sample_labels(samples: EvalSamples, benchmark: str, config) -> tuple[list[in
         values = [position[name] for name in samples.names]
     else:
         values = [int(name) for name in samples.names]
-    if min(values) < 0:
-        raise EvaluationError(f"{samples.description}: negative labels (unlabeled rows?) cannot be evaluated")
     classes = integer_label_indices(benchmark, max(values) + 1, config)
     return [classes[value] for value in values], "integer labels"
 
