@@ -2,3 +2,4 @@
 
 from .evaluation import evaluate
 from .labels import BENCHMARKS, EvaluationError
+from .robustness import robustness

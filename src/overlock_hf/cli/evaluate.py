@@ -103,7 +103,7 @@ def add_commands(subparsers) -> None:
                         help="label convention: imagenet / imagenet-sketch (wnid folders), imagenet-v2 (folders "
                              "0..999), imagenet-a / imagenet-r (200 wnids, masked logits), folder (config.label2id)")
     parser.add_argument("--split", help="dataset split (default: the only one, else validation/val/test/train)")
-    parser.add_argument("--output", help="write the result as JSON (atomically) to this file")
+    parser.add_argument("--output", metavar="FILE.json", help="write the result as JSON (atomically) to this file")
     _add_run_options(parser)
     parser.set_defaults(func=_run_evaluate)
 
@@ -114,7 +114,7 @@ def add_commands(subparsers) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders or Hub ids")
     for name, flag in SET_FLAGS.items():
         parser.add_argument(flag, dest=name.replace("-", "_"), metavar="DATA", help=f"{name} image folder or dataset")
-    parser.add_argument("--output", help="write every result as JSON (atomically) to this file")
-    parser.add_argument("--markdown", help="write the table (markdown) to this file")
+    parser.add_argument("--output", metavar="FILE.json", help="write every result as JSON (atomically) to this file")
+    parser.add_argument("--markdown", metavar="FILE.md", help="write the table (markdown) to this file")
     _add_run_options(parser)
     parser.set_defaults(func=_run_robustness)
