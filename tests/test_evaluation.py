@@ -2,6 +2,8 @@
 own predictions (kind i % 3: right, third guess, wrong -> 40% / 70%)."""
 
 import json
+import re
+import shlex
 
 import numpy as np
 import pytest
@@ -26,7 +28,8 @@ from overlock_hf import OverLoCKImageProcessor
 from overlock_hf.analysis import evaluate
 from overlock_hf.analysis.data import CenterCropTransform
 from overlock_hf.analysis.labels import imagenet_wnids, subset_indices
-from overlock_hf.cli import main
+from conftest import REPO_ROOT
+from overlock_hf.cli import build_parser, main
 
 RUN = dict(batch_size=4, num_workers=0, progress=False)
 
@@ -177,3 +180,15 @@ def test_384_resolution(imagenet_model, png_images):
     result = evaluate(imagenet_model, root, "imagenet", image_size=384, **RUN)
     assert (result["image_size"], result["crop_pct"]) == (384, 1.0)
     assert (result["top1"], result["top5"]) == (EXPECTED_TOP1, EXPECTED_TOP5)
+
+
+def test_documented_commands_parse():
+    """Every `overlock-hf evaluate|robustness` command in docs/evaluation.md and the README uses existing flags."""
+    commands = []
+    for page in (REPO_ROOT / "docs" / "evaluation.md", REPO_ROOT / "README.md"):
+        text = page.read_text().replace("\\\n", " ")
+        commands += re.findall(r"(?:overlock-hf|overlock_hf\.cli) ((?:evaluate|robustness) [^`\n|#]*)", text)
+    commands = [c for c in commands if "MODEL" not in c and ("--benchmark" in c or c.startswith("robustness"))]
+    assert len(commands) >= 12
+    for command in commands:
+        build_parser().parse_args(shlex.split(command))
