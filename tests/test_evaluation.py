@@ -24,11 +24,11 @@ from _evaluation_helpers import (
     wnid_name,
     write_folder,
 )
+from conftest import REPO_ROOT
 from overlock_hf import OverLoCKImageProcessor
 from overlock_hf.analysis import evaluate
 from overlock_hf.analysis.data import CenterCropTransform
 from overlock_hf.analysis.labels import imagenet_wnids, subset_indices
-from conftest import REPO_ROOT
 from overlock_hf.cli import build_parser, main
 
 RUN = dict(batch_size=4, num_workers=0, progress=False)
