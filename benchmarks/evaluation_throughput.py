@@ -14,7 +14,11 @@ quality 90, smooth random content) in 8 wnid classes. For each model:
   counted (model loading and the folder scan excluded), with the model's image processor and with the built-in
   center-crop transform (`--image-size 224`).
 
-The ratio is evaluation images/s over bare images/s; the target is >= 85% with 2 workers on 2 CPU cores.
+The ratio is evaluation images/s over bare images/s; the target is >= 85% with 2 workers on 2 CPU cores. On a
+machine shared with other jobs wall-clock rates drift, so the table also gives CPU seconds per image (the forward
+pass alone; the evaluation's main process plus its workers): their ratio is the share of the evaluation's work
+that is the forward pass, what the wall-clock ratio becomes on an otherwise idle machine when the CPU is the
+limit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -64,26 +69,36 @@ def build_models(root: Path) -> dict[str, Path]:
     return {"OverLoCK-XT (PyTorch ContMix)": root / "overlock-xt", "ConvNeXt-T (transformers)": root / "convnext-t"}
 
 
-def bare_images_per_second(model: torch.nn.Module, batch_size: int, repeats: int = 5) -> float:
-    """Images per second of the forward pass alone on a batch in memory (median of `repeats`, one warm-up)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_forward(model: torch.nn.Module, batch_size: int, repeats: int = 5) -> tuple[float, float]:
+    """(images per second, CPU seconds per image) of the forward pass alone on a batch in memory (median time of
+    `repeats` passes after one warm-up; CPU time of this process over all of them)."""
     pixels = torch.randn(batch_size, 3, 224, 224)
     with torch.inference_mode():
         model(pixel_values=pixels)
-        times = []
+        times, cpu = [], time.process_time()
         for _ in range(repeats):
             start = time.perf_counter()
             model(pixel_values=pixels)
             times.append(time.perf_counter() - start)
-    return batch_size / statistics.median(times)
+        cpu = time.process_time() - cpu
+    return batch_size / statistics.median(times), cpu / (batch_size * repeats)
 
 
-def evaluation_images_per_second(model, folder: Path, image_size, args) -> tuple[float, str]:
-    """Images per second of `run` over `folder` (preparation excluded), and the preprocessing used."""
+def evaluation(model, folder: Path, image_size, args) -> tuple[float, float, str]:
+    """(images per second, CPU seconds per image of this process and its DataLoader workers, preprocessing) of
+    `run` over `folder` (preparation excluded)."""
     plan = prepare(model, folder, "imagenet", image_size=image_size)
-    start = time.perf_counter()
+    start, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     result = run(plan, batch_size=args.batch_size, num_workers=args.num_workers, device="cpu", progress=False)
     elapsed = time.perf_counter() - start
-    return result["num_images"] / elapsed, result["preprocessing"].split(" (")[0]
+    cpu = time.process_time() - cpu + _children_cpu() - children  # workers are joined when the loader ends
+    images = result["num_images"]
+    return images / elapsed, cpu / images, result["preprocessing"].split(" (")[0]
 
 
 def main() -> None:
@@ -103,10 +118,12 @@ def main() -> None:
             model = (OverLoCKForImageClassification if "overlock" in path.name else
                      ConvNextForImageClassification).from_pretrained(path).eval()
             for image_size in (None, 224):  # bare forward measured before and after: the machine may be shared
-                before = bare_images_per_second(model, args.batch_size)
-                evaluated, how = evaluation_images_per_second(model, folder, image_size, args)
-                bare = (before + bare_images_per_second(model, args.batch_size)) / 2
-                rows.append(f"| {name} | {how} | {bare:.1f} | {evaluated:.1f} | {100 * evaluated / bare:.0f}% |")
+                before = bare_forward(model, args.batch_size)
+                speed, cpu, how = evaluation(model, folder, image_size, args)
+                after = bare_forward(model, args.batch_size)
+                bare_speed, bare_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+                rows.append(f"| {name} | {how} | {bare_speed:.2f} | {speed:.2f} | {100 * speed / bare_speed:.0f}% | "
+                            f"{1000 * bare_cpu:.0f} | {1000 * cpu:.0f} | {100 * bare_cpu / cpu:.0f}% |")
     lines = [
         "# Evaluation throughput vs bare forward",
         "",
@@ -115,8 +132,9 @@ def main() -> None:
         f"{args.num_workers} DataLoader workers, batch {args.batch_size}, {args.num_images} JPEGs of 500x375, "
         "float32. Produced by `python benchmarks/evaluation_throughput.py`.",
         "",
-        "| model | preprocessing | bare forward (img/s) | evaluation (img/s) | evaluation / bare |",
-        "|---|---|---:|---:|---:|",
+        "| model | preprocessing | bare forward (img/s) | evaluation (img/s) | evaluation / bare | "
+        "bare CPU ms/img | evaluation CPU ms/img | bare / evaluation CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     table = "\n".join(lines) + "\n"
