@@ -1,0 +1,6 @@
+"""Analysis tools: Grad-CAM of the Overview-Net and the Focus-Net, effective receptive fields.
+
+The plotting and attribution dependencies (matplotlib, captum) are optional: `pip install 'overlock-hf[analysis]'`.
+"""
+
+from .gradcam import GradCAM, grad_cam
