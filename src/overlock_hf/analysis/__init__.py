@@ -4,3 +4,4 @@ The plotting and attribution dependencies (matplotlib, captum) are optional: `pi
 """
 
 from .gradcam import GradCAM, grad_cam
+from .erf import effective_receptive_field, erf_area_ratios

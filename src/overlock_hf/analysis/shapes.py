@@ -27,55 +27,69 @@ class ShapesBatch:
     boxes: torch.Tensor
 
 
-def _shape_mask(label: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Boolean `(size, size)` mask of one shape filling its box."""
-    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # (-1, 1)
-    y, x = coords[:, None], coords[None, :]
-    name = SHAPE_NAMES[label]
-    if name == "disk":
-        return x**2 + y**2 <= 1.0
-    if name == "square":
-        return torch.ones(size, size, dtype=torch.bool)
-    if name == "triangle":  # apex up, base at the bottom
-        return (y >= -1) & (x.abs() <= (y + 1) / 2)
-    width = 0.3 + 0.1 * float(torch.rand((), generator=generator))  # cross: bar half-width
-    return (x.abs() <= width) | (y.abs() <= width)
+def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bar: torch.Tensor) -> torch.Tensor:
+    """Boolean `(B, S, S)` masks of each image's shape, from its box coordinates `u` (across) and `v` (down),
+    both `(B, S, S)` and in (-1, 1) inside the box; `bar (B, 1, 1)` is the cross's bar half-width."""
+    inside = (u.abs() < 1) & (v.abs() < 1)
+    masks = torch.stack([
+        u**2 + v**2 <= 1.0,  # disk
+        inside,  # square
+        inside & (u.abs() <= (v + 1) / 2),  # triangle, apex up
+        inside & ((u.abs() <= bar) | (v.abs() <= bar)),  # cross
+    ])
+    return masks.gather(0, labels.view(1, -1, 1, 1).expand(1, *u.shape))[0]
 
 
-def make_shapes_batch(count: int, image_size: int = 128, object_size: tuple[int, int] = (30, 40),
-                      clutter: int = 40, generator: torch.Generator | None = None) -> ShapesBatch:
+def make_shapes_batch(count: int, image_size: int = 96, object_size: tuple[int, int] = (24, 32),
+                      clutter: int = 30, generator: torch.Generator | None = None) -> ShapesBatch:
     """`count` images of the shapes task at `image_size` pixels (objects `object_size` pixels wide, `clutter`
-    specks/bars of 2-7 pixels each), drawn from `generator` (a seeded one makes the batch reproducible)."""
+    specks and bars of 1-7 pixels each), drawn from `generator` (a seeded one makes the batch reproducible)."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.rand(shape, generator=generator)  # noqa: E731
-    randint = lambda low, high: int(torch.randint(low, high, (), generator=generator))  # noqa: E731
-    images = 0.15 + 0.25 * rand(count, 1, 1, 1) + 0.12 * rand(count, 3, image_size, image_size)
-    labels = torch.randint(0, len(SHAPE_NAMES), (count,), generator=generator)
-    boxes = torch.zeros(count, 4, dtype=torch.long)
-    for i in range(count):
-        for _ in range(clutter):
-            h, w = randint(2, 5), randint(2, 5)
-            if randint(0, 2):  # a bar rather than a speck
-                h, w = (randint(1, 3), randint(4, 8)) if randint(0, 2) else (randint(4, 8), randint(1, 3))
-            top, left = randint(0, image_size - h + 1), randint(0, image_size - w + 1)
-            images[i, :, top : top + h, left : left + w] = rand(3, 1, 1)
-        size = randint(object_size[0], object_size[1] + 1)
-        top, left = randint(0, image_size - size + 1), randint(0, image_size - size + 1)
-        mask = _shape_mask(int(labels[i]), size, generator)
-        colour = 0.3 + 0.7 * rand(3, 1, 1)
-        region = images[i, :, top : top + size, left : left + size]
-        images[i, :, top : top + size, left : left + size] = torch.where(mask, colour, region)
-        rows, cols = mask.any(dim=1).nonzero()[:, 0], mask.any(dim=0).nonzero()[:, 0]
-        boxes[i] = torch.tensor([top + rows.min(), left + cols.min(), top + rows.max() + 1, left + cols.max() + 1])
+    randint = lambda low, high, *shape: torch.randint(low, high, shape, generator=generator)  # noqa: E731
+    n, s = count, image_size
+    images = 0.15 + 0.25 * rand(n, 1, 1, 1) + 0.12 * rand(n, 3, s, s)
+    rows = torch.arange(s).view(1, 1, s, 1)
+    cols = torch.arange(s).view(1, 1, 1, s)
+    # clutter: specks (2-4 px) and thin bars (1-2 x 4-7 px), painted in order, each a random colour
+    kind = randint(0, 3, n, clutter, 1, 1)
+    long_side, short_side, speck = randint(4, 8, n, clutter, 1, 1), randint(1, 3, n, clutter, 1, 1), randint(
+        2, 5, n, clutter, 2, 1, 1)
+    h = torch.where(kind == 0, speck[:, :, 0], torch.where(kind == 1, short_side, long_side))
+    w = torch.where(kind == 0, speck[:, :, 1], torch.where(kind == 1, long_side, short_side))
+    top, left = (rand(n, clutter, 1, 1) * (s - h + 1)).long(), (rand(n, clutter, 1, 1) * (s - w + 1)).long()
+    covered = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)  # (B, K, S, S)
+    last = (covered * torch.arange(1, clutter + 1).view(1, -1, 1, 1)).amax(dim=1)  # (B, S, S), 0: background
+    colours = torch.cat([torch.zeros(n, 1, 3), rand(n, clutter, 3)], dim=1)  # (B, K + 1, 3)
+    painted = colours.gather(1, last.view(n, -1, 1).expand(-1, -1, 3)).view(n, s, s, 3).permute(0, 3, 1, 2)
+    images = torch.where(last[:, None] > 0, painted, images)
+    # the object
+    labels = randint(0, len(SHAPE_NAMES), n)
+    size = randint(object_size[0], object_size[1] + 1, n, 1, 1)
+    otop, oleft = (rand(n, 1, 1) * (s - size + 1)).long(), (rand(n, 1, 1) * (s - size + 1)).long()
+    v = ((rows[0] - otop + 0.5) / size * 2 - 1).expand(n, s, s)
+    u = ((cols[0] - oleft + 0.5) / size * 2 - 1).expand(n, s, s)
+    mask = _shape_masks(labels, u, v, 0.3 + 0.1 * rand(n, 1, 1))
+    colour = 0.3 + 0.7 * rand(n, 3, 1, 1)
+    images = torch.where(mask[:, None], colour, images)
+    row_hit, col_hit = mask.any(dim=2), mask.any(dim=1)  # (B, S)
+    index = torch.arange(s)
+    boxes = torch.stack([
+        torch.where(row_hit, index, s).amin(1), torch.where(col_hit, index, s).amin(1),
+        torch.where(row_hit, index, -1).amax(1) + 1, torch.where(col_hit, index, -1).amax(1) + 1,
+    ], dim=1)
     return ShapesBatch(images.clamp(0, 1), labels, boxes)
 
 
 def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, margin: int = 0) -> torch.Tensor:
     """Boolean `(B,)`: whether the maximum of each map `(B, H, W)` lies inside its box `(B, 4)` (top, left,
-    bottom, right; exclusive ends) grown by `margin` pixels on every side."""
-    batch, _, width = maps.shape
-    flat = maps.reshape(batch, -1).argmax(dim=1)
-    rows, cols = flat // width, flat % width
+    bottom, right; exclusive ends) grown by `margin` pixels on every side. A maximum reached on several pixels
+    (the plateau a bilinear upsize leaves along the borders) counts at their centroid."""
+    batch, height, width = maps.shape
+    peak = maps >= maps.flatten(1).amax(dim=1).view(-1, 1, 1)  # a bilinear upsize has flat maxima at borders
+    weight = peak.float() / peak.flatten(1).sum(dim=1).view(-1, 1, 1)
+    rows = (weight.sum(dim=2) * torch.arange(height)).sum(dim=1).round().long()
+    cols = (weight.sum(dim=1) * torch.arange(width)).sum(dim=1).round().long()
     top, left, bottom, right = boxes.unbind(dim=1)
     return (rows >= top - margin) & (rows < bottom + margin) & (cols >= left - margin) & (cols < right + margin)
 
@@ -88,7 +102,7 @@ SHAPES_CONFIG = dict(
 )
 
 
-def train_shapes_model(steps: int = 600, batch_size: int = 32, image_size: int = 128, lr: float = 2e-3,
+def train_shapes_model(steps: int = 600, batch_size: int = 32, image_size: int = 96, lr: float = 2e-3,
                        warmup: int = 50, seed: int = 0, log_every: int = 0):
     """Train a compact `OverLoCKForImageClassification` from scratch on freshly drawn shapes batches.
 
