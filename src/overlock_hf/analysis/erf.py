@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._optional import require
 from .features import feature_layer, is_overlock
 
 __all__ = ["DEFAULT_THRESHOLDS", "effective_receptive_field", "erf_area_ratios", "feature_map_function"]
@@ -76,8 +75,7 @@ def _batches(pixel_values) -> Iterable[torch.Tensor]:
         yield batch
 
 
-def effective_receptive_field(model: nn.Module, pixel_values, feature: str = "focus",
-                              progress: bool = False) -> torch.Tensor:
+def effective_receptive_field(model: nn.Module, pixel_values, feature: str = "focus") -> torch.Tensor:
     """The ERF `(H, W)` (float32, not normalised) of `model`'s feature map at its centre, averaged over images.
 
     Args:
@@ -86,15 +84,12 @@ def effective_receptive_field(model: nn.Module, pixel_values, feature: str = "fo
             its modes are restored afterwards.
         pixel_values: a `(B, 3, H, W)` tensor, or an iterable of such batches (all of one size).
         feature: the OverLoCK map: `"focus"` (Focus-Net output), `"overview"` (Overview-Net output), ...
-        progress: show a progress bar over the images (needs tqdm, extra `analysis`).
     """
     features = feature_map_function(model, feature)
     modes = {module: module.training for module in model.modules()}
     model.eval()
-    total, count, bar = None, 0, None
+    total, count = None, 0
     try:
-        if progress:
-            bar = require("tqdm").tqdm(desc="ERF", unit="image")
         for batch in _batches(pixel_values):
             x = batch.detach().float().requires_grad_(True)
             with torch.enable_grad():
@@ -107,11 +102,7 @@ def effective_receptive_field(model: nn.Module, pixel_values, feature: str = "fo
                                  f"{tuple(total.shape)}")
             total = contribution if total is None else total + contribution
             count += x.shape[0]
-            if bar is not None:
-                bar.update(x.shape[0])
     finally:
-        if bar is not None:
-            bar.close()
         for module, training in modes.items():
             module.train(training)
     if count == 0:

@@ -1,8 +1,8 @@
 """A synthetic localisation task for checking attribution maps: one shape on clutter, class = the shape.
 
 Each image holds one filled object (a disk, a square, a triangle or a cross; random colour, size and position)
-on a noisy background strewn with small random-coloured specks and bars, smaller than the object and of no
-class's shape. The object's bounding box is returned with it, so that a saliency map can be scored with the
+on a noisy background strewn with small random-coloured specks and bars, far smaller than the object and
+of no class's shape. The object's bounding box is returned with it, so that a saliency map can be scored with the
 pointing game (:func:`pointing_game`).
 """
 
@@ -43,7 +43,7 @@ def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bar: to
 def make_shapes_batch(count: int, image_size: int = 96, object_size: tuple[int, int] = (24, 32),
                       clutter: int = 30, generator: torch.Generator | None = None) -> ShapesBatch:
     """`count` images of the shapes task at `image_size` pixels (objects `object_size` pixels wide, `clutter`
-    specks and bars of 1-7 pixels each), drawn from `generator` (a seeded one makes the batch reproducible)."""
+    3-pixel specks and 6-pixel bars on average), drawn from `generator` (a seeded one makes the batch reproducible)."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.rand(shape, generator=generator)  # noqa: E731
     randint = lambda low, high, *shape: torch.randint(low, high, shape, generator=generator)  # noqa: E731
@@ -51,18 +51,16 @@ def make_shapes_batch(count: int, image_size: int = 96, object_size: tuple[int, 
     images = 0.15 + 0.25 * rand(n, 1, 1, 1) + 0.12 * rand(n, 3, s, s)
     rows = torch.arange(s).view(1, 1, s, 1)
     cols = torch.arange(s).view(1, 1, 1, s)
-    # clutter: specks (2-4 px) and thin bars (1-2 x 4-7 px), painted in order, each a random colour
-    kind = randint(0, 3, n, clutter, 1, 1)
-    long_side, short_side, speck = randint(4, 8, n, clutter, 1, 1), randint(1, 3, n, clutter, 1, 1), randint(
-        2, 5, n, clutter, 2, 1, 1)
-    h = torch.where(kind == 0, speck[:, :, 0], torch.where(kind == 1, short_side, long_side))
-    w = torch.where(kind == 0, speck[:, :, 1], torch.where(kind == 1, long_side, short_side))
-    top, left = (rand(n, clutter, 1, 1) * (s - h + 1)).long(), (rand(n, clutter, 1, 1) * (s - w + 1)).long()
-    covered = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)  # (B, K, S, S)
-    last = (covered * torch.arange(1, clutter + 1).view(1, -1, 1, 1)).amax(dim=1)  # (B, S, S), 0: background
-    colours = torch.cat([torch.zeros(n, 1, 3), rand(n, clutter, 3)], dim=1)  # (B, K + 1, 3)
-    painted = colours.gather(1, last.view(n, -1, 1).expand(-1, -1, 3)).view(n, s, s, 3).permute(0, 3, 1, 2)
-    images = torch.where(last[:, None] > 0, painted, images)
+    # clutter: 3x3 specks and 1x6 / 6x1 bars on a coarse grid, each a random colour; density `clutter`
+    # pieces per image on average
+    for cell_h, cell_w in ((3, 3), (1, 6), (6, 1)):
+        grid = (-(-s // cell_h), -(-s // cell_w))
+        density = clutter / 3 / (grid[0] * grid[1])
+        present = rand(n, 1, *grid) < density
+        paint = rand(n, 3, *grid)
+        present = present.repeat_interleave(cell_h, 2).repeat_interleave(cell_w, 3)[:, :, :s, :s]
+        paint = paint.repeat_interleave(cell_h, 2).repeat_interleave(cell_w, 3)[:, :, :s, :s]
+        images = torch.where(present, paint, images)
     # the object
     labels = randint(0, len(SHAPE_NAMES), n)
     size = randint(object_size[0], object_size[1] + 1, n, 1, 1)
