@@ -40,8 +40,8 @@ def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bar: to
     return masks.gather(0, labels.view(1, -1, 1, 1).expand(1, *u.shape))[0]
 
 
-def make_shapes_batch(count: int, image_size: int = 96, object_size: tuple[int, int] = (24, 32),
-                      clutter: int = 30, generator: torch.Generator | None = None) -> ShapesBatch:
+def make_shapes_batch(count: int, image_size: int = 128, object_size: tuple[int, int] = (24, 32),
+                      clutter: int = 50, generator: torch.Generator | None = None) -> ShapesBatch:
     """`count` images of the shapes task at `image_size` pixels (objects `object_size` pixels wide, `clutter`
     3-pixel specks and 6-pixel bars on average), drawn from `generator` (a seeded one makes the batch reproducible)."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -82,12 +82,15 @@ def make_shapes_batch(count: int, image_size: int = 96, object_size: tuple[int, 
 def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, margin: int = 0) -> torch.Tensor:
     """Boolean `(B,)`: whether the maximum of each map `(B, H, W)` lies inside its box `(B, 4)` (top, left,
     bottom, right; exclusive ends) grown by `margin` pixels on every side. A maximum reached on several pixels
-    (the plateau a bilinear upsize leaves along the borders) counts at their centroid."""
+    counts at the one nearest the image centre: a bilinear upsize of a coarse map peaks at the coarse sample
+    points, and edge clamping extends a border sample into a flat band towards the border; the band's inner
+    edge is the sample point."""
     batch, height, width = maps.shape
-    peak = maps >= maps.flatten(1).amax(dim=1).view(-1, 1, 1)  # a bilinear upsize has flat maxima at borders
-    weight = peak.float() / peak.flatten(1).sum(dim=1).view(-1, 1, 1)
-    rows = (weight.sum(dim=2) * torch.arange(height)).sum(dim=1).round().long()
-    cols = (weight.sum(dim=1) * torch.arange(width)).sum(dim=1).round().long()
+    peak = maps >= maps.flatten(1).amax(dim=1).view(-1, 1, 1)
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    distance = (rows - (height - 1) / 2) ** 2 + (cols - (width - 1) / 2) ** 2
+    nearest = torch.where(peak, distance, float("inf")).flatten(1).argmin(dim=1)
+    rows, cols = nearest // width, nearest % width
     top, left, bottom, right = boxes.unbind(dim=1)
     return (rows >= top - margin) & (rows < bottom + margin) & (cols >= left - margin) & (cols < right + margin)
 
@@ -100,8 +103,8 @@ SHAPES_CONFIG = dict(
 )
 
 
-def train_shapes_model(steps: int = 600, batch_size: int = 32, image_size: int = 96, lr: float = 2e-3,
-                       warmup: int = 50, seed: int = 0, log_every: int = 0):
+def train_shapes_model(steps: int = 300, batch_size: int = 24, image_size: int = 128, lr: float = 3e-3,
+                       warmup: int = 30, seed: int = 0, log_every: int = 0):
     """Train a compact `OverLoCKForImageClassification` from scratch on freshly drawn shapes batches.
 
     AdamW (`lr`, weight decay 0.05 on weights only), linear warmup over `warmup` steps then cosine decay, the
