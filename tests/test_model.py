@@ -5,6 +5,7 @@ import torch
 
 from overlock_hf import OverLoCKConfig, OverLoCKForImageClassification, OverLoCKModel
 from overlock_hf.modeling_overlock import (
+    OverLoCKContMixer,
     OverLoCKDynamicConvBlock,
     OverLoCKGRN,
     OverLoCKLayerScale,
@@ -122,7 +123,7 @@ def test_fresh_init_is_explicit_and_sane():
             assert torch.all(module.weight == 0.5) and torch.all(module.bias == 0)
         if isinstance(module, OverLoCKGRN):
             assert torch.all(module.gamma == 0) and torch.all(module.beta == 0)
-        if isinstance(module, OverLoCKDynamicConvBlock):
+        if isinstance(module, OverLoCKContMixer):
             assert 0.005 < float(module.rpb_large.detach().std()) < 0.05
         if isinstance(module, torch.nn.BatchNorm2d):
             assert torch.all(module.running_var == 1) and torch.all(module.running_mean == 0)

@@ -158,8 +158,8 @@ _REPCONV_PARTS = [
 ]
 
 _DYNAMIC_PARTS = [
-    (r"rpb1$", "rpb_small"),
-    (r"rpb2$", "rpb_large"),
+    (r"rpb1$", "mixer.rpb_small"),
+    (r"rpb2$", "mixer.rpb_large"),
     (r"x_scale\.", "context_scale."),
     (r"h_scale\.", "prior_scale."),
     (r"dwconv1\.", "dwconv1."),
@@ -168,11 +168,11 @@ _DYNAMIC_PARTS = [
     (r"fusion\.1\.", "fusion_norm."),
     (r"fusion\.3\.", "fusion_proj."),
     (r"fusion\.4\.", "fusion_grn."),
-    (r"weight_query\.0\.", "query.0."),
-    (r"weight_query\.1\.", "query.1."),
-    (r"weight_key\.1\.", "key.0."),
-    (r"weight_key\.2\.", "key.1."),
-    (r"weight_proj\.", "kernel_proj."),
+    (r"weight_query\.0\.", "mixer.query.0."),
+    (r"weight_query\.1\.", "mixer.query.1."),
+    (r"weight_key\.1\.", "mixer.key.0."),
+    (r"weight_key\.2\.", "mixer.key.1."),
+    (r"weight_proj\.", "mixer.kernel_proj."),
     (r"dyconv_proj\.0\.", "contmix_proj.0."),
     (r"dyconv_proj\.1\.", "contmix_proj.1."),
     (r"lepe\.0\.", "lepe."),

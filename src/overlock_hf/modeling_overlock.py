@@ -311,6 +311,66 @@ class OverLoCKRepConvBlock(nn.Module):
         return shortcut + self.drop_path(residual)
 
 
+class OverLoCKContMixer(nn.Module):
+    """ContMix token mixer: dynamic kernels from the affinity of each pixel (query) to the pooled context (keys).
+
+    The queries come from the block's normalized features `(B, C, H, W)`, the keys from its context
+    `(B, Cc, H, W)` pooled to `p x p`; their per-group affinity `(B, G, H*W, p*p)` is projected to the logits of
+    a small and a large kernel per pixel, which :class:`ContMix` (bias + softmax + windowed aggregation) applies
+    to the two halves of `values (B, C, H, W)`. Maps smaller than the large kernel are upsized for ContMix and
+    pooled back. `forward(values, fused)` with `fused = [features, context]` `(B, C + Cc, H, W)` returns
+    `(B, C, H, W)`.
+    """
+
+    def __init__(self, config: OverLoCKConfig, channels: int, kernel_size: int, num_heads: int):
+        super().__init__()
+        small, pool = config.small_kernel_size, config.context_pool_size
+        self.channels = channels
+        self.kernel_size, self.small_kernel_size = kernel_size, small
+        self.num_groups = 2 * num_heads
+        self.scale = (channels // self.num_groups) ** -0.5
+        self.context_pool_size = pool
+        self.query = conv_norm(channels, channels // 2, config)
+        self.key = conv_norm(config.context_dim, channels // 2, config)
+        # the official 1x1 conv over the p*p affinity axis, as a linear map so the taps come out last
+        self.kernel_proj = nn.Linear(pool * pool, small * small + kernel_size * kernel_size)
+        self.rpb_small = nn.Parameter(torch.zeros(self.num_groups, 2 * small - 1, 2 * small - 1))
+        self.rpb_large = nn.Parameter(torch.zeros(self.num_groups, 2 * kernel_size - 1, 2 * kernel_size - 1))
+        self.contmix = ContMix()
+
+    def _working_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size at which ContMix runs: the input size, or (when smaller than the kernel) a bilinear upsize."""
+        k = self.kernel_size
+        if min(height, width) >= k:
+            return height, width
+        if height < width:
+            return k, int(k / height * width)
+        return int(k / width * height), k
+
+    def forward(self, values: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = values.shape
+        groups, small, large = self.num_groups, self.small_kernel_size, self.kernel_size
+        work_h, work_w = self._working_size(height, width)
+        if (work_h, work_w) != (height, width):
+            values = F.interpolate(values, size=(work_h, work_w), mode="bilinear", align_corners=False)
+            fused = F.interpolate(fused, size=(work_h, work_w), mode="bilinear", align_corners=False)
+        features, context = fused[:, : self.channels], fused[:, self.channels :]
+        query = self.query(features) * self.scale  # (B, C/2, h, w)
+        key = self.key(F.adaptive_avg_pool2d(context, self.context_pool_size))  # (B, C/2, p, p)
+        query = query.reshape(batch, groups, -1, work_h * work_w)
+        key = key.reshape(batch, groups, -1, self.context_pool_size**2)
+        affinity = torch.einsum("bgcn,bgcl->bgnl", query, key)  # (B, G, h*w, p*p)
+        logits = self.kernel_proj(affinity)  # (B, G, h*w, small^2 + large^2)
+        logits = logits.reshape(batch, groups, work_h, work_w, -1)
+        values = values.reshape(batch, 2, groups, -1, work_h, work_w)  # branch, group, channel
+        out_small = self.contmix(logits[..., : small * small], self.rpb_small, values[:, 0], small)
+        out_large = self.contmix(logits[..., small * small :], self.rpb_large, values[:, 1], large)
+        out = torch.cat([out_small, out_large], dim=1).reshape(batch, -1, work_h, work_w)
+        if (work_h, work_w) != (height, width):
+            out = F.adaptive_avg_pool2d(out, (height, width))
+        return out
+
+
 class OverLoCKDynamicConvBlock(nn.Module):
     """Focus-Net block: ContMix dynamic kernels guided by the context, carried in `Cc` extra channels.
 
@@ -324,15 +384,9 @@ class OverLoCKDynamicConvBlock(nn.Module):
         super().__init__()
         context_dim = config.context_dim
         fused_dim = channels + context_dim
-        small = config.small_kernel_size
-        pool = config.context_pool_size
         eps = config.batch_norm_eps
         self.channels, self.context_dim = channels, context_dim
-        self.kernel_size, self.small_kernel_size = kernel_size, small
-        self.num_groups = 2 * num_heads
         self.is_first, self.is_last = is_first, is_last
-        self.scale = (channels // self.num_groups) ** -0.5
-        self.context_pool_size = pool
 
         # dynamic top-down guidance: blend the running context with this scale's prior
         if not is_first:
@@ -345,14 +399,7 @@ class OverLoCKDynamicConvBlock(nn.Module):
         self.fusion_norm = nn.BatchNorm2d(fused_dim, eps=eps)
         self.fusion_proj = nn.Conv2d(fused_dim, channels, 1)
         self.fusion_grn = OverLoCKGRN(channels)
-        # ContMix: kernels from the affinity of each pixel (query) to the pooled context (keys)
-        self.query = conv_norm(channels, channels // 2, config)
-        self.key = conv_norm(context_dim, channels // 2, config)
-        # the official 1x1 conv over the p*p affinity axis, as a linear map so the taps come out last
-        self.kernel_proj = nn.Linear(pool * pool, small * small + kernel_size * kernel_size)
-        self.rpb_small = nn.Parameter(torch.zeros(self.num_groups, 2 * small - 1, 2 * small - 1))
-        self.rpb_large = nn.Parameter(torch.zeros(self.num_groups, 2 * kernel_size - 1, 2 * kernel_size - 1))
-        self.contmix = ContMix()
+        self.mixer = OverLoCKContMixer(config, channels, kernel_size, num_heads)
         self.contmix_proj = conv_norm(channels, channels, config)
         # static large-kernel positional branch and gate
         self.lepe = OverLoCKDilatedReparamConv(
@@ -376,39 +423,6 @@ class OverLoCKDynamicConvBlock(nn.Module):
         self.layer_scale2 = OverLoCKLayerScale(fused_dim, config.layer_scale_init_value)
         self.drop_path = OverLoCKDropPath(drop_path_rate)
 
-    def _working_size(self, height: int, width: int) -> tuple[int, int]:
-        """Size at which ContMix runs: the input size, or (when smaller than the kernel) a bilinear upsize."""
-        k = self.kernel_size
-        if min(height, width) >= k:
-            return height, width
-        if height < width:
-            return k, int(k / height * width)
-        return int(k / width * height), k
-
-    def _contmix(self, values: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        """Dynamic-kernel aggregation of `values (B, C, H, W)` with kernels from `fused (B, C + Cc, H, W)`."""
-        batch, _, height, width = values.shape
-        groups, small, large = self.num_groups, self.small_kernel_size, self.kernel_size
-        work_h, work_w = self._working_size(height, width)
-        if (work_h, work_w) != (height, width):
-            values = F.interpolate(values, size=(work_h, work_w), mode="bilinear", align_corners=False)
-            fused = F.interpolate(fused, size=(work_h, work_w), mode="bilinear", align_corners=False)
-        features, context = fused[:, : self.channels], fused[:, self.channels :]
-        query = self.query(features) * self.scale  # (B, C/2, h, w)
-        key = self.key(F.adaptive_avg_pool2d(context, self.context_pool_size))  # (B, C/2, p, p)
-        query = query.reshape(batch, groups, -1, work_h * work_w)
-        key = key.reshape(batch, groups, -1, self.context_pool_size**2)
-        affinity = torch.einsum("bgcn,bgcl->bgnl", query, key)  # (B, G, h*w, p*p)
-        logits = self.kernel_proj(affinity)  # (B, G, h*w, small^2 + large^2)
-        logits = logits.reshape(batch, groups, work_h, work_w, -1)
-        values = values.reshape(batch, 2, groups, -1, work_h, work_w)  # branch, group, channel
-        out_small = self.contmix(logits[..., : small * small], self.rpb_small, values[:, 0], small)
-        out_large = self.contmix(logits[..., small * small :], self.rpb_large, values[:, 1], large)
-        out = torch.cat([out_small, out_large], dim=1).reshape(batch, -1, work_h, work_w)
-        if (work_h, work_w) != (height, width):
-            out = F.adaptive_avg_pool2d(out, (height, width))
-        return out
-
     def forward(self, x: torch.Tensor, context: torch.Tensor, prior: torch.Tensor):
         if not self.is_first:
             context = self.context_scale(context) + self.prior_scale(prior)
@@ -418,7 +432,7 @@ class OverLoCKDynamicConvBlock(nn.Module):
         values = self.fusion_grn(self.fusion_proj(F.gelu(self.fusion_norm(self.fusion_dwconv(fused)))))
         gate = F.silu(self.gate(values))
         lepe = self.lepe_norm(self.lepe(values))
-        out = self.contmix_proj(self._contmix(values, fused))
+        out = self.contmix_proj(self.mixer(values, fused))
         out = gate * self.se(out + lepe)
         out = self.proj(self.proj_norm(out))
         y = self.layer_scale1(identity) + self.drop_path(out)
@@ -566,7 +580,7 @@ class OverLoCKPreTrainedModel(PreTrainedModel):
         elif isinstance(module, OverLoCKGRN):
             init.zeros_(module.gamma)
             init.zeros_(module.beta)
-        elif isinstance(module, OverLoCKDynamicConvBlock):
+        elif isinstance(module, OverLoCKContMixer):
             init.trunc_normal_(module.rpb_small, std=std)
             init.trunc_normal_(module.rpb_large, std=std)
 
