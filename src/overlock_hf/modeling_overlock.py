@@ -586,7 +586,14 @@ class OverLoCKPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the model code and a complete `auto_map` (all four Auto classes)
-        so that the folder loads with `trust_remote_code=True` where this package is not installed."""
+        so that the folder loads with `trust_remote_code=True` where this package is not installed.
+        Refused for a model folded by `overlock_hf.fuse_for_inference` (its layout cannot be reloaded)."""
+        if getattr(self, "is_fused_for_inference", False):
+            raise RuntimeError(
+                "this OverLoCK model was folded by fuse_for_inference(): its BatchNorms are merged into the "
+                "convolutions, a layout from_pretrained cannot rebuild. Save the model before fusing (or reload "
+                "it with from_pretrained) and call fuse_for_inference() after loading."
+            )
         self.config.auto_map = dict(AUTO_MAP)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         here = Path(__file__).resolve().parent
