@@ -23,8 +23,9 @@ which the kernels hub can swap for the fused op (see :func:`overlock_hf.kerneliz
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .contmix_windowed import window_starts, windowed_aggregate
 
 try:  # optional: tags the layer so that `kernels.kernelize` can replace its forward
     from kernels import use_kernel_forward_from_hub
@@ -47,15 +48,6 @@ __all__ = [
     "window_starts",
     "windowed_aggregate",
 ]
-
-
-def window_starts(length: int, kernel_size: int, device=None) -> torch.Tensor:
-    """First row (or column) of each position's clamped window: ``clamp(i - K//2, 0, length - K)``.
-
-    Returns an int64 tensor of shape ``(length,)``.
-    """
-    positions = torch.arange(length, device=device)
-    return (positions - kernel_size // 2).clamp(0, length - kernel_size)
 
 
 def _window_indices(length: int, kernel_size: int, device=None) -> torch.Tensor:
@@ -139,141 +131,6 @@ def neighborhood_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_si
         ``(B, G, C, H, W)``; differentiable in ``weights`` and ``value``.
     """
     return _NeighborhoodAggregate.apply(weights, value, kernel_size)
-
-
-def _axis_tiling(length: int, kernel_size: int, device=None):
-    """Split one axis into equal query tiles and the key span each tile's windows cover.
-
-    The whole axis is one tile when it is shorter than ``2K``; otherwise tiles of about ``K`` queries, the
-    last one padded. Returns ``(tile, span, padded, key_index, local)``: ``padded = n * tile`` query slots,
-    ``key_index`` ``(n * span,)`` the key positions gathered for the ``n`` tiles (``None`` for one tile) and
-    ``local`` ``(n, tile)`` each query's window start inside its tile's span (padding slots repeat the last
-    query).
-    """
-    k = kernel_size
-    tile = length if length < 2 * k else -(-length // -(-length // k))
-    count = -(-length // tile)
-    span = min(tile + k - 1, length)
-    queries = torch.arange(count * tile, device=device).clamp(max=length - 1).view(count, tile)
-    starts = window_starts(length, k, device)[queries]
-    key_start = starts[:, 0].clamp(max=length - span)
-    key_index = (key_start[:, None] + torch.arange(span, device=device)).reshape(-1) if count > 1 else None
-    return tile, span, count * tile, key_index, starts - key_start[:, None]
-
-
-class _WindowedAggregate(torch.autograd.Function):
-    """Clamped-window aggregation as batched matmuls over query tiles (the fast default path).
-
-    Each tile of ``Th x Tw`` queries reads a ``Sh x Sw`` key span (``S <= T + K - 1``); its ``K*K`` weights
-    per query are scattered into a dense ``(Th*Tw, Sh*Sw)`` matrix, so the aggregation is one GEMM per tile.
-    A 14x14 map at K = 13 is a single tile (1.16x the taps). The dense matrices and gathered key spans are
-    transient: backward saves only the weights and the values (no ``K*K*C``-sized tensor) and rebuilds them.
-    """
-
-    @staticmethod
-    def _plan(h: int, w: int, k: int, device):
-        th, sh, ph, rows, lh = _axis_tiling(h, k, device)
-        tw, sw, pw, cols, lw = _axis_tiling(w, k, device)
-        taps = torch.arange(k, device=device)
-        # (nh, nw, Th, Tw, K, K) position of each tap inside its tile's flattened key span
-        local = ((lh[:, None, :, None, None, None] + taps[:, None]) * sw
-                 + lw[None, :, None, :, None, None] + taps)
-        local = local.reshape(1, lh.shape[0] * lw.shape[0], th * tw, k * k)
-        return (th, tw, sh, sw, ph, pw, rows, cols), local
-
-    @staticmethod
-    def _dense(weights, plan, local):
-        """``(B*G, H, W, K*K)`` weights -> ``(B*G, P, T, S)`` per-tile dense matrices."""
-        th, tw, sh, sw, ph, pw, _, _ = plan
-        bg, h, w, kk = weights.shape
-        tiles = F.pad(weights, (0, 0, 0, pw - w, 0, ph - h)).view(bg, ph // th, th, pw // tw, tw, kk)
-        tiles = tiles.permute(0, 1, 3, 2, 4, 5).reshape(bg, local.shape[1], th * tw, kk)
-        dense = weights.new_zeros(bg, local.shape[1], th * tw, sh * sw)
-        return dense.scatter_(3, local.expand(bg, -1, -1, -1), tiles)
-
-    @staticmethod
-    def _spans(x, plan):
-        """``(B*G, C, H, W)`` -> ``(B*G, P, C, S)`` the key span of every tile."""
-        _, _, sh, sw, _, _, rows, cols = plan
-        if rows is not None:
-            x = x.index_select(2, rows)
-        if cols is not None:
-            x = x.index_select(3, cols)
-        bg, c, nh, nw = x.shape[0], x.shape[1], x.shape[2] // sh, x.shape[3] // sw
-        return x.view(bg, c, nh, sh, nw, sw).permute(0, 2, 4, 1, 3, 5).reshape(bg, nh * nw, c, sh * sw)
-
-    @staticmethod
-    def _queries(x, plan):
-        """``(B*G, C, H, W)`` -> ``(B*G, P, C, T)`` zero-padded query tiles."""
-        th, tw, _, _, ph, pw, _, _ = plan
-        bg, c, h, w = x.shape
-        x = F.pad(x, (0, pw - w, 0, ph - h)).view(bg, c, ph // th, th, pw // tw, tw)
-        return x.permute(0, 2, 4, 1, 3, 5).reshape(bg, -1, c, th * tw)
-
-    @staticmethod
-    def _untile(x, plan, h, w):
-        """``(B*G, P, C, T)`` -> ``(B*G, C, H, W)`` (padding slots dropped)."""
-        th, tw, _, _, ph, pw, _, _ = plan
-        bg, _, c, _ = x.shape
-        x = x.view(bg, ph // th, pw // tw, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(bg, c, ph, pw)
-        return x[:, :, :h, :w]
-
-    @staticmethod
-    def forward(ctx, weights: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
-        b, g, c, h, w = value.shape
-        plan, local = _WindowedAggregate._plan(h, w, kernel_size, value.device)
-        dense = _WindowedAggregate._dense(weights.reshape(b * g, h, w, -1), plan, local)
-        spans = _WindowedAggregate._spans(value.reshape(b * g, c, h, w), plan)
-        out = _WindowedAggregate._untile(torch.matmul(spans, dense.transpose(-1, -2)), plan, h, w)
-        ctx.save_for_backward(weights, value)
-        ctx.kernel_size = kernel_size
-        return out.reshape(b, g, c, h, w)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        weights, value = ctx.saved_tensors
-        b, g, c, h, w = value.shape
-        plan, local = _WindowedAggregate._plan(h, w, ctx.kernel_size, value.device)
-        grad_tiles = _WindowedAggregate._queries(grad_out.reshape(b * g, c, h, w), plan)
-        grad_weights = grad_value = None
-        if ctx.needs_input_grad[0]:
-            spans = _WindowedAggregate._spans(value.reshape(b * g, c, h, w), plan)
-            grad_dense = torch.matmul(grad_tiles.transpose(-1, -2), spans)  # (BG, P, T, S)
-            grad_taps = grad_dense.gather(3, local.expand(b * g, -1, -1, -1))
-            grad_weights = _WindowedAggregate._untile(grad_taps.transpose(-1, -2), plan, h, w)
-            grad_weights = grad_weights.permute(0, 2, 3, 1).reshape(weights.shape)
-        if ctx.needs_input_grad[1]:
-            dense = _WindowedAggregate._dense(weights.reshape(b * g, h, w, -1), plan, local)
-            grad_spans = torch.matmul(grad_tiles, dense)  # (BG, P, C, S)
-            grad_value = _WindowedAggregate._scatter_spans(grad_spans, plan, h, w)
-            grad_value = grad_value.reshape(value.shape)
-        return grad_weights, grad_value, None
-
-    @staticmethod
-    def _scatter_spans(x, plan, h, w):
-        """Adjoint of :meth:`_spans`: ``(B*G, P, C, S)`` -> ``(B*G, C, H, W)``, overlaps summed."""
-        _, _, sh, sw, _, _, rows, cols = plan
-        bg, _, c, _ = x.shape
-        nh, nw = (rows.numel() // sh if rows is not None else 1), (cols.numel() // sw if cols is not None else 1)
-        x = x.view(bg, nh, nw, c, sh, sw).permute(0, 3, 1, 4, 2, 5).reshape(bg, c, nh * sh, nw * sw)
-        if cols is not None:
-            x = x.new_zeros(bg, c, nh * sh, w).index_add_(3, cols, x)
-        if rows is not None:
-            x = x.new_zeros(bg, c, h, w).index_add_(2, rows, x)
-        return x
-
-
-def windowed_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Same result as :func:`neighborhood_aggregate`, computed as tiled batched matmuls (the fast path).
-
-    Args:
-        weights: ``(B, G, H, W, K*K)`` aggregation weights.
-        value: ``(B, G, C, H, W)`` values.
-    Returns:
-        ``(B, G, C, H, W)``; differentiable in ``weights`` and ``value``, saving only the two inputs.
-    """
-    return _WindowedAggregate.apply(weights, value, kernel_size)
 
 
 def check_contmix_inputs(logits: torch.Tensor, rpb: torch.Tensor, value: torch.Tensor, kernel_size: int) -> None:
