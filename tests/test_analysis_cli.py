@@ -115,6 +115,7 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch):
 
     from overlock_hf.analysis._optional import require
 
-    monkeypatch.setitem(sys.modules, "captum", None)  # makes `import captum` raise ImportError
+    for name in ("captum", "captum.attr"):  # None in sys.modules makes the import raise ImportError
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"overlock-hf\[analysis\]"):
         require("captum.attr")
