@@ -115,8 +115,8 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch):
 
     from overlock_hf.analysis._optional import require
 
-    for name in ("captum", "captum.attr"):  # None in sys.modules makes the import raise ImportError
-        monkeypatch.setitem(sys.modules, name, None)
+    for name in ("captum", "captum.attr"):  # None in sys.modules makes the import raise ImportError,
+        monkeypatch.setitem(sys.modules, name, None)  # also when an earlier test imported it already
     with pytest.raises(ImportError, match=r"overlock-hf\[analysis\]"):
         require("captum.attr")
 
