@@ -16,6 +16,9 @@ folder beside the target, verifies them, then renames the folder into place:
   (their PID is no longer running) are removed by the next write to the same target;
 * ``overwrite=True`` replaces an existing model folder, but refuses (naming them) when it holds files this
   writer does not write.
+
+(A little over 300 lines: the writer and the folder check it ends with, which the Hub push reuses, belong
+together.)
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import torch
 from .modeling_overlock import CODE_FILES
 
 __all__ = [
-    "WRITTEN_FILES", "check_model_folder", "file_sha256", "quiet_progress_bars", "read_image_size",
-    "verify_model_folder", "write_model_folder",
+    "WRITTEN_FILES", "check_model_folder", "check_target", "file_sha256", "quiet_progress_bars",
+    "read_image_size", "verify_model_folder", "write_model_folder",
 ]
 
 REQUIRED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
@@ -221,7 +224,10 @@ def _remove_stale_siblings(target: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
+def check_target(output_dir: str | Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` unless :func:`write_model_folder` may write ``output_dir`` (absent, empty, or with
+    ``overwrite`` a folder holding only files it writes); callers check before slow work."""
+    target = Path(output_dir)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"output {target} exists and is not a folder")
     if not target.is_dir() or not any(target.iterdir()):
@@ -262,7 +268,11 @@ def _move_into_place(staging: Path, target: Path) -> None:
         return
     replaced = _sibling(target, "replaced")
     target.rename(replaced)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        replaced.rename(target)
+        raise
     shutil.rmtree(replaced)
 
 
@@ -293,7 +303,7 @@ def write_model_folder(
     from .model_card import render_model_card
 
     target = Path(output_dir).absolute()
-    _check_target(target, overwrite)
+    check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_siblings(target)
     staging = _sibling(target, "staging")
@@ -315,7 +325,7 @@ def write_model_folder(
         (staging / "README.md").write_text(card, encoding="utf-8")
         _set_normal_permissions(staging)
         check_model_folder(staging)
-        _check_target(target, overwrite)  # again: the folder may have changed while this one was written
+        check_target(target, overwrite)  # again: the folder may have changed while this one was written
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
