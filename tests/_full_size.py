@@ -3,7 +3,10 @@
 Values are randomized like the reference fixtures (``../shared/fixtures/README.md``): every floating-point
 tensor moves the logits. Scales, read off ``tiny_official.safetensors`` and applied by key name:
 
-* conv / linear weights (2-D and more): ``N(0, 1 / fan_in)`` (``fan_in`` = product of the trailing dims);
+* conv / linear weights (2-D and more): ``N(0, 1 / fan_in)`` (``fan_in`` = product of the trailing dims), but
+  ``N(0, 0.01 / fan_in)`` for the residual position-encoding depthwise convs (``dwconv``, ``dwconv1``,
+  ``dwconv2``: ``x + dwconv(x)``), which at full scale would multiply the activations by ~1.4 per conv
+  (Focus-Net activations of 1e8 in B, beyond float16); trained ones are small;
 * LayerScale weights (``ls``, ``ls1``, ``ls2``, ``x_scale``, ``h_scale``; shape ``(C, 1, 1, 1)``): ``U(0.5, 1.5)``;
 * BatchNorm ``running_var``: ``U(0.5, 1.5)``, ``running_mean``: ``N(0, 0.1^2)``, then (``calibrated=True``, the
   default) replaced by what training leaves there: the statistics of each BatchNorm's input on a random batch.
@@ -26,6 +29,7 @@ import torch
 from conftest import fixture_path
 
 _LAYER_SCALE = re.compile(r"\.(ls\d?|x_scale|h_scale)\.weight$")
+_POSITION_CONV = re.compile(r"\.dwconv\d?\.weight$")
 
 
 @functools.cache
@@ -53,7 +57,8 @@ def _random_tensor(key: str, shape: list[int], generator: torch.Generator) -> to
         return normal(0.1)
     if name == "weight" and len(shape) == 1:
         return 1.0 + normal(0.1)
-    return normal(1.0 / math.sqrt(math.prod(shape[1:])))
+    gain = 0.1 if _POSITION_CONV.search(key) else 1.0
+    return normal(gain / math.sqrt(math.prod(shape[1:])))
 
 
 def random_official_state_dict(variant: str, layout: str, seed: int = 0, calibrated: bool = True) -> dict:
