@@ -1,0 +1,5 @@
+"""Analysis tools: model statistics (parameters, MACs, throughput) and the ablation-preset table."""
+
+from .benchmark import profile_model, profile_models, resolve_model, rows_to_markdown
+from .peers import PEERS, build_peer
+from .profiling import contmix_macs, count_macs, count_parameters, measure_throughput
