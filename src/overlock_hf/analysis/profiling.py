@@ -44,8 +44,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(AUX_HEAD_PREFIX))
 
 
-def count_macs(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, int]:
-    """MACs of one eval-mode forward pass of `pixel_values (B, 3, H, W)` (any device, `meta` included).
+def count_macs(model: nn.Module, *inputs) -> dict[str, int]:
+    """MACs of one eval-mode forward pass `model(*inputs)`, e.g. `pixel_values (B, 3, H, W)` (any device, `meta`
+    included).
 
     Returns `{"total": ..., "contmix": ...}`; `total` includes `contmix`.
     """
@@ -60,7 +61,7 @@ def count_macs(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, int]:
     model.eval()
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(pixel_values)
+            model(*inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -74,15 +75,17 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _cpu_peak_bytes(model: nn.Module, pixel_values: torch.Tensor) -> int:
-    """Peak bytes held by tensors allocated during one forward pass on CPU (the profiler's memory events)."""
+    """Peak bytes held by tensors allocated during one forward pass on CPU (the profiler's memory events,
+    in op start order; the weights, allocated before, are not included)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, torch.inference_mode():
         model(pixel_values)
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    # allocations are attributed to the op that made them (self memory), frees to `[memory]` events
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
     held = peak = 0
     for event in events:
-        held += event.cpu_memory_usage
+        held += event.self_cpu_memory_usage
         peak = max(peak, held)
     return peak
 

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "convert",
     "kernel",
     "hub",
+    "profile",
 )
 
 DESCRIPTION = (
