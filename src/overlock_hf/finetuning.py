@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torch import nn
 
-from .configuration_overlock import VARIANTS, OverLoCKConfig
+from .configuration_overlock import ABLATIONS, VARIANTS, OverLoCKConfig
 from .image_processing_overlock import make_image_processor, save_image_processor, to_rgb
 from .training_transforms import TrainTransform
 
@@ -350,11 +350,13 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 # ------------------------------------------------------------------------------------------------ model
 def _model_kind(model: str) -> str:
-    """`"checkpoint"` (local folder or Hub id), `"compact"` or `"variant"`."""
+    """`"checkpoint"` (local folder or Hub id), `"compact"`, `"variant"` or `"ablation"` (a preset of `ABLATIONS`)."""
     if Path(model).is_dir():
         return "checkpoint"
     if model == "compact":
         return "compact"
+    if model in ABLATIONS:
+        return "ablation"
     key = model.lower().replace("_", "-")
     if key in VARIANTS or f"overlock-{key}" in VARIANTS:
         return "variant"
@@ -366,8 +368,8 @@ def build_model(model: str, label_names: Sequence[str], *, drop_path_rate: float
     """An `OverLoCKForImageClassification` (or any `AutoModelForImageClassification`) for `label_names`.
 
     Args:
-        model: `"compact"`, a variant name (`overlock-xt`, `t`, ...: random init, from scratch), a local folder or
-            a Hub id (fine-tuning a checkpoint).
+        model: `"compact"`, a variant name (`overlock-xt`, `t`, ...: random init, from scratch), an ablation preset
+            (`kernels-9-9-7`, `hierarchical`, ...: from scratch), a local folder or a Hub id (fine-tuning).
         label_names: the dataset's class names, in label order; written into `id2label` / `label2id`.
         drop_path_rate, aux_loss_weight: override the configuration's values when given.
         ignore_mismatched_sizes: allow a checkpoint whose head has another number of classes; its classifiers
@@ -383,7 +385,9 @@ def build_model(model: str, label_names: Sequence[str], *, drop_path_rate: float
     if kind != "checkpoint":
         fields = dict(COMPACT_CONFIG, **overrides) if kind == "compact" else overrides
         fields.update(num_labels=len(label_names), id2label=id2label, label2id=label2id)
-        config = OverLoCKConfig(**fields) if kind == "compact" else OverLoCKConfig.from_variant(model, **fields)
+        build = {"compact": OverLoCKConfig, "variant": lambda **f: OverLoCKConfig.from_variant(model, **f),
+                 "ablation": lambda **f: OverLoCKConfig.from_ablation(model, **f)}[kind]
+        config = build(**fields)
         return AutoModelForImageClassification.from_config(config)
     checkpoint_labels = AutoConfig.from_pretrained(model).num_labels
     if checkpoint_labels != len(label_names) and not ignore_mismatched_sizes:

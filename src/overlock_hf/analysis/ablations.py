@@ -26,8 +26,9 @@ def _difference(ours: float, paper: float | None) -> float | None:
     return None if paper is None else ours - paper
 
 
-def ablation_rows(image_size: int = 224, progress: bool = True) -> list[dict]:
-    """OverLoCK-XT (the reference row) and every preset of `ABLATIONS`: params and GMACs, ours and the paper's.
+def ablation_rows(image_size: int = 224, progress: bool = True, tables: str = "ABCDEF") -> list[dict]:
+    """OverLoCK-XT (the reference row) and every preset of `ABLATIONS` in `tables`: params and GMACs, ours and
+    the paper's.
 
     Each row has the keys of :class:`~overlock_hf.analysis.profiling.ProfileRow` plus `table`, `paper_params_m`,
     `paper_gmacs`, `paper_top1`, `diff_params_m` and `diff_gmacs` (ours minus the paper's, None when the paper's
@@ -37,7 +38,8 @@ def ablation_rows(image_size: int = 224, progress: bool = True) -> list[dict]:
 
     figures = paper_figures()["ablations"]
     rows = []
-    for name in tqdm([REFERENCE, *ABLATIONS], desc="ablations", unit="preset", disable=not progress):
+    names = [REFERENCE, *(name for name, spec in ABLATIONS.items() if spec["table"] in tables)]
+    for name in tqdm(names, desc="ablations", unit="preset", disable=not progress):
         row = profile_model(name, image_size).as_dict()
         paper = figures["reference"] if name == REFERENCE else figures["rows"].get(name, {})
         row["table"] = "reference" if name == REFERENCE else ABLATIONS[name]["table"]
