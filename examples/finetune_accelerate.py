@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from overlock_hf.export import write_model_folder
 from overlock_hf.finetuning import (
     EpochShuffleSampler,
     EvalImageDataset,
@@ -54,7 +55,6 @@ from overlock_hf.finetuning import (
     prepare_columns,
     preview_predictions,
     resolve_augmentation,
-    save_model_folder,
     state_dict_digest,
 )
 
@@ -319,7 +319,8 @@ def _finish(args, accelerator: Accelerator, model, eval_set, names, image_size: 
         note = (f"## Fine-tuning\n\nFine-tuned with `examples/finetune_accelerate.py` on `{args.dataset}` "
                 f"({len(names)} classes, {image_size}x{image_size} inputs): validation accuracy "
                 f"{metrics.get('eval_accuracy', float('nan')):.4f}.")
-        model_dir = save_model_folder(unwrapped, output_dir / "model", image_size, note)
+        model_dir = write_model_folder(unwrapped, output_dir / "model", overwrite=True, image_size=image_size,
+                                       card_note=note)
         print(f"held-out accuracy: {metrics.get('eval_accuracy', float('nan')):.4f}; model saved to {model_dir}")
         if args.num_preview:
             _preview(model_dir, eval_set, names, args.num_preview, output_dir / "predictions.png")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
+from overlock_hf.export import write_model_folder
 from overlock_hf.finetuning import (
     FinetuningError,
     accuracy_metric_path,
@@ -44,7 +45,6 @@ from overlock_hf.finetuning import (
     parameter_groups,
     prepare_columns,
     resolve_augmentation,
-    save_model_folder,
 )
 
 
@@ -168,7 +168,7 @@ def _save(args: argparse.Namespace, model, names, image_size: int, metrics: dict
     output_dir = Path(args.output_dir)
     note = (f"## Fine-tuning\n\nFine-tuned with `examples/finetune_trainer.py` on `{args.dataset}` ({len(names)} "
             f"classes, {image_size}x{image_size} inputs): validation accuracy {metrics['eval_accuracy']:.4f}.")
-    model_dir = save_model_folder(model, output_dir / "model", image_size, note)
+    model_dir = write_model_folder(model, output_dir / "model", overwrite=True, image_size=image_size, card_note=note)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"held-out accuracy: {metrics['eval_accuracy']:.4f}; model saved to {model_dir}")
     if args.push_to_hub:

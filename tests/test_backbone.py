@@ -178,5 +178,8 @@ def test_upernet_with_overlock_backbone_forward_and_backward(tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = UperNetForSemanticSegmentation.from_pretrained(tmp_path).eval()
     model.eval()
-    with torch.no_grad():
-        assert torch.equal(reloaded(pixel_values).logits, model(pixel_values).logits)
+    reloaded_state = reloaded.state_dict()
+    assert all(torch.equal(tensor, reloaded_state[name]) for name, tensor in model.state_dict().items())
+    with torch.no_grad():  # same weights; oneDNN may sum in another order at another alignment: float rounding
+        expected, got = model(pixel_values).logits, reloaded(pixel_values).logits
+    assert (expected - got).abs().max() <= 1e-5 * expected.abs().max()
