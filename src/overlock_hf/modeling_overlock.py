@@ -56,6 +56,8 @@ class OverLoCKModelOutput(ModelOutput):
         hidden_states: when asked, `(stem, stage1, stage2, stage3, stage4, focus_stride16, focus_stride32)`;
             `stage3` is the Base-Net output, `stage4` the Overview-Net output, `focus_stride16` the
             concatenated `[x, context]` after the stride-16 Focus-Net stage, `focus_stride32` the Focus-Net output.
+            The `hierarchical` ablation (no Overview-Net) returns `(stem, stage1, stage2, stage3, stage4)`, its
+            `last_hidden_state` is stage 4 `(B, C4, H/32, W/32)` and `overview_hidden_state` is None.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -493,7 +495,8 @@ class OverLoCKBlockRunner(nn.Module):
 
 
 class OverLoCKStage(OverLoCKBlockRunner):
-    """An optional stride-2 downsample (3x3 conv + BN) followed by `OverLoCKRepConvBlock`s."""
+    """An optional stride-2 downsample (3x3 conv + BN) followed by `OverLoCKRepConvBlock`s (and, in the
+    `hierarchical` ablation's stages 3 and 4, by context-free `OverLoCKDynamicConvBlock`s). `(B, C, H, W)` in."""
 
     def __init__(self, config: OverLoCKConfig, index: int, drop_path_rates: list[float]):
         super().__init__()
