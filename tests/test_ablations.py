@@ -14,7 +14,7 @@ from overlock_hf import OverLoCKBackbone, OverLoCKConfig, OverLoCKForImageClassi
 from overlock_hf.analysis import ablation_rows, ablations_to_markdown
 from overlock_hf.configuration_overlock import ABLATIONS
 from overlock_hf.contmix import ContMix
-from overlock_hf.finetuning import build_model
+from overlock_hf.training.models import build_model
 from overlock_hf.modeling_overlock import (
     OverLoCKContMixer,
     OverLoCKContMixLinear,
