@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def measure(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "torch": torch.__version__, "threads": torch.get_num_threads()}
+               "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "load_average_at_start": round(os.getloadavg()[0], 1)}
     if args.device.startswith("cuda"):
         machine["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     for model in args.models:
@@ -62,7 +64,9 @@ def report_markdown(rows: list[dict], machine: dict, device: str) -> str:
         f"{', GPU ' + machine['gpu'] if 'gpu' in machine else ''}; device `{device}`, {machine['threads']} torch "
         f"threads, batch {first['batch_size']} at 224x224, {first['dtype']}, eval mode, PyTorch ContMix (no fused "
         f"kernel); {first['timed_runs']} timed passes after warm-up, with synchronisation; median and quartiles.",
-        "", f"Paper: one L40S GPU, batch {paper['batch_size']} ({paper['note']}). {CONVENTIONS}", "",
+        "", "The CPU is shared with other jobs (load average "
+        f"{machine.get('load_average_at_start', '?')} on its cores when the last model started): absolute figures "
+        "are low and noisy, an inversion between neighbouring sizes is noise; read the ratios as rough.", "", f"Paper: one L40S GPU, batch {paper['batch_size']} ({paper['note']}). {CONVENTIONS}", "",
         "| model | params (M) | GMACs | images/s (median) | q1-q3 | ours : ConvNeXt-T | paper L40S images/s "
         "| paper : ConvNeXt-T | ours / paper ratio | published top-1 |",
         "|---|---|---|---|---|---|---|---|---|---|",

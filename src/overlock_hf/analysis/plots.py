@@ -36,7 +36,7 @@ def speed_accuracy_plot(rows: list[dict], path: str | Path, title: str) -> Path:
         families.setdefault(family, []).append((row["images_per_s"], top1, row["model"]))
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     for family, points in sorted(families.items()):
-        points.sort()
+        points.sort(key=lambda point: point[1])  # by top-1: a family's variants in size order
         xs, ys, names = zip(*points)
         style = "o-" if family == "overlock" else "s"
         axes.plot(xs, ys, style, label=family, markersize=6, linewidth=1.5)
