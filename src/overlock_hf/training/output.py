@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..data import FinetuningError
 from ..image_processing_overlock import save_image_processor
+from ..progress import quiet_progress_bars
 
 __all__ = ["check_push_target", "push_command", "push_model_folder", "save_model_folder"]
 
@@ -22,7 +23,8 @@ def save_model_folder(model, folder: str | Path, image_size: int, card_note: str
     from ..model_card import render_model_card
 
     folder = Path(folder)
-    model.save_pretrained(folder)
+    with quiet_progress_bars():
+        model.save_pretrained(folder)
     save_image_processor(folder, getattr(model.config, "crop_pct", 0.875), image_size=image_size)
     card = render_model_card(model.config)
     if card_note:
