@@ -341,6 +341,39 @@ def test_kernelize_fallback_warns_once(tmp_path, monkeypatch, source):
     assert torch.equal(model(logits, rpb, value, 3), contmix_reference(logits, rpb, value, 3))
 
 
+@pytest.mark.parametrize(
+    ("source", "mode", "error", "match"),
+    [
+        ("acme/overlock-contmix", "inferenc", ValueError, "unknown kernelize mode 'inferenc'"),
+        ("acme/overlock-contmix", "training|compile", ValueError, "unknown kernelize mode 'compile'"),
+        ("acme/overlock-contmix", 3, TypeError, "mode must be a string or kernels.Mode"),
+        ("inference", None, ValueError, "neither a local build folder nor a Hub repo id"),
+        (None, "inference", TypeError, "kernel source must be a folder path or a Hub repo id"),
+    ],
+)
+def test_kernelize_rejects_caller_mistakes_before_trying(source, mode, error, match):
+    """Mistakes raise (nothing is tried, no fallback warning); only load/availability failures fall back."""
+    from overlock_hf.kernel_hub import kernelize
+
+    model = _Mixer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(error, match=match):
+            kernelize(model, source, mode=mode)
+    assert "forward" not in model.mix.__dict__
+
+
+def test_kernelize_does_not_swallow_a_bug(cpu_build, monkeypatch):
+    import kernels
+
+    from overlock_hf.kernel_hub import kernelize
+
+    monkeypatch.setattr(kernels, "kernelize", lambda *a, **k: (_ for _ in ()).throw(AttributeError("a bug")))
+    model = _Mixer()
+    with pytest.raises(AttributeError, match="a bug"):
+        kernelize(model, cpu_build, mode="inference")
+
+
 def test_kernelize_whole_model_matches_pytorch(cpu_build):
     from overlock_hf.configuration_overlock import OverLoCKConfig
     from overlock_hf.kernel_hub import kernelize
