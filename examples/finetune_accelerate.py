@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from overlock_hf.data import EpochShuffleSampler, collate
+from overlock_hf.export import write_model_folder
 from overlock_hf.training import (
     ACCELERATE_LAYOUT,
     FinetuningError,
@@ -47,7 +48,6 @@ from overlock_hf.training import (
     print_preview,
     push_model_folder,
     resolve_checkpoint,
-    save_model_folder,
     state_dict_digest,
 )
 
@@ -204,7 +204,8 @@ def _finish(args, accelerator: Accelerator, model, setup, metrics: dict, step_lo
         note = (f"## Fine-tuning\n\nFine-tuned with `examples/finetune_accelerate.py` on `{args.dataset}` "
                 f"({len(setup.label_names)} classes, {setup.image_size}x{setup.image_size} inputs): validation "
                 f"accuracy {accuracy:.4f}.")
-        model_dir = save_model_folder(unwrapped, output_dir / "model", setup.image_size, note)
+        model_dir = write_model_folder(unwrapped, output_dir / "model", overwrite=True, image_size=setup.image_size,
+                                        card_note=note)
         print(f"held-out accuracy: {accuracy:.4f}; model saved to {model_dir}")
         if args.num_preview:
             print_preview(model_dir, setup.eval_set, setup.label_names, args.num_preview,

@@ -31,6 +31,7 @@ from finetune_options import base_parser, parse
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from overlock_hf.data import collate
+from overlock_hf.export import write_model_folder
 from overlock_hf.training import (
     TRAINER_LAYOUT,
     FinetuningError,
@@ -40,7 +41,6 @@ from overlock_hf.training import (
     prepare_finetuning,
     push_model_folder,
     resolve_checkpoint,
-    save_model_folder,
 )
 
 
@@ -125,7 +125,8 @@ def _save(args: argparse.Namespace, model, setup, metrics: dict) -> None:
     note = (f"## Fine-tuning\n\nFine-tuned with `examples/finetune_trainer.py` on `{args.dataset}` "
             f"({len(setup.label_names)} classes, {setup.image_size}x{setup.image_size} inputs): validation accuracy "
             f"{metrics['eval_accuracy']:.4f}.")
-    model_dir = save_model_folder(model, output_dir / "model", setup.image_size, note)
+    model_dir = write_model_folder(model, output_dir / "model", overwrite=True, image_size=setup.image_size,
+                                        card_note=note)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"held-out accuracy: {metrics['eval_accuracy']:.4f}; model saved to {model_dir}")
     if args.push_to_hub:

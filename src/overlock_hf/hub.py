@@ -18,23 +18,21 @@ The ``overlock-hf push`` and ``push-kernel`` commands (:mod:`overlock_hf.cli.hub
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .export import check_model_folder
 
 __all__ = [
     "HubPublishError", "PushResult", "check_hub_login", "check_model_folder", "kernel_variants", "push_kernel",
     "push_model",
 ]
 
-REQUIRED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
-REQUIRED_AUTO_MAP = ("AutoConfig", "AutoModel", "AutoModelForImageClassification")
 IGNORE_PATTERNS = [
     "*.pyc", "__pycache__", "*/__pycache__/*", "__pycache__/*", ".DS_Store", "*/.DS_Store",
     ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*",
 ]
-_RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import\s", re.MULTILINE)
 
 
 class HubPublishError(RuntimeError):
@@ -137,50 +135,6 @@ def check_hub_login(token: str | None = None, endpoint: str | None = None) -> st
     if role == "read":
         raise HubPublishError(f"the token of {info.get('name')} at {api.endpoint} is read-only; use a write token")
     return str(info.get("name"))
-
-
-def check_model_folder(folder: str | Path) -> Path:
-    """Check that ``folder`` is a complete, loadable model folder before anything is uploaded.
-
-    Required: ``config.json`` whose ``auto_map`` names ``AutoConfig``, ``AutoModel`` and
-    ``AutoModelForImageClassification``; every module it references (``module.Class`` -> ``module.py``) and every
-    module those import relatively (``from .x import``), so that ``trust_remote_code`` loading works;
-    ``model.safetensors``, ``preprocessor_config.json`` and ``README.md``. Raises ``FileNotFoundError`` /
-    ``ValueError`` naming what is missing; returns the folder as a ``Path``.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    missing = [name for name in REQUIRED_MODEL_FILES if not (folder / name).is_file()]
-    if missing:
-        hint = " (write the card with overlock_hf.model_card.write_model_card)" if "README.md" in missing else ""
-        raise FileNotFoundError(
-            f"{folder} is not a complete converted model folder: missing {', '.join(missing)}{hint}"
-        )
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{folder / 'config.json'} is not valid JSON: {error}") from error
-    auto_map = config.get("auto_map") or {}
-    absent = [name for name in REQUIRED_AUTO_MAP if name not in auto_map]
-    if absent:
-        raise ValueError(
-            f"{folder / 'config.json'}: auto_map lacks {', '.join(absent)}; without them the model cannot be loaded "
-            "with trust_remote_code=True (save with OverLoCKPreTrainedModel.save_pretrained, which writes the full map)"
-        )
-    references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
-    modules = {str(reference).split("--")[-1].rsplit(".", 1)[0] for reference in references}
-    pending, seen = sorted(modules), set()
-    while pending:
-        module = pending.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = folder / f"{module}.py"
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder} lacks {path.name}, code that trust_remote_code loading needs")
-        pending.extend(_RELATIVE_IMPORT.findall(path.read_text(encoding="utf-8")))
-    return folder
 
 
 def _ensure_branch(api, repo_id: str, repo_type: str, branch: str, source: Path) -> None:

@@ -35,7 +35,7 @@ except ImportError:  # transformers 4.x
 MIN_IMAGE_SIZE = 32  # the network downsamples by 32
 
 # Every saved folder carries these files and this map, so it loads with `trust_remote_code=True` anywhere.
-CODE_FILES = ("configuration_overlock.py", "modeling_overlock.py", "contmix.py")
+CODE_FILES = ("configuration_overlock.py", "modeling_overlock.py", "contmix.py", "imagenet_labels.py")
 AUTO_MAP = {
     "AutoConfig": "configuration_overlock.OverLoCKConfig",
     "AutoModel": "modeling_overlock.OverLoCKModel",

@@ -17,7 +17,7 @@ from .checkpoints import ACCELERATE_LAYOUT, TRAINER_LAYOUT, resolve_checkpoint
 from .evaluation import accuracy_metric_path, evaluate_classifier
 from .models import COMPACT_CONFIG, ModelSource, build_model, resolve_model_source
 from .optimization import classification_loss, parameter_groups
-from .output import check_push_target, push_command, push_model_folder, save_model_folder
+from .output import check_push_target, push_command, push_model_folder
 from .preview import draw_prediction_grid, preview_predictions, print_preview
 from .session import FinetuningSetup, prepare_finetuning, resolve_augmentation
 from .tracking import JSONLinesTracker, state_dict_digest
@@ -45,6 +45,5 @@ __all__ = [
     "resolve_augmentation",
     "resolve_checkpoint",
     "resolve_model_source",
-    "save_model_folder",
     "state_dict_digest",
 ]

@@ -1,4 +1,5 @@
-"""What a run leaves behind: the model folder, and its upload with `--push_to_hub`.
+"""The upload of a run's model folder with `--push_to_hub` (the folder itself is written by
+:func:`overlock_hf.export.write_model_folder`).
 
 The upload is checked before training (`check_push_target`: endpoint reachable, token valid and allowed to
 write), so a run does not end in an authentication error after hours of training; if the upload still fails,
@@ -11,26 +12,8 @@ import shlex
 from pathlib import Path
 
 from ..data import FinetuningError
-from ..image_processing_overlock import save_image_processor
-from ..progress import quiet_progress_bars
 
-__all__ = ["check_push_target", "push_command", "push_model_folder", "save_model_folder"]
-
-
-def save_model_folder(model, folder: str | Path, image_size: int, card_note: str = "") -> Path:
-    """Write a complete, loadable model folder: weights + config + code (`save_pretrained`), the eval
-    `preprocessor_config.json` at `image_size`, and a model card (`README.md`) with `card_note` appended."""
-    from ..model_card import render_model_card
-
-    folder = Path(folder)
-    with quiet_progress_bars():
-        model.save_pretrained(folder)
-    save_image_processor(folder, getattr(model.config, "crop_pct", 0.875), image_size=image_size)
-    card = render_model_card(model.config)
-    if card_note:
-        card = card.rstrip() + "\n\n" + card_note.strip() + "\n"
-    (folder / "README.md").write_text(card, encoding="utf-8")
-    return folder
+__all__ = ["check_push_target", "push_command", "push_model_folder"]
 
 
 def push_command(model_dir: str | Path, repo_id: str, private: bool = False) -> str:
