@@ -35,7 +35,9 @@ except ImportError:  # transformers 4.x
 MIN_IMAGE_SIZE = 32  # the network downsamples by 32
 
 # Every saved folder carries these files and this map, so it loads with `trust_remote_code=True` anywhere.
-CODE_FILES = ("configuration_overlock.py", "modeling_overlock.py", "contmix.py", "imagenet_labels.py")
+CODE_FILES = (
+    "configuration_overlock.py", "modeling_overlock.py", "contmix.py", "contmix_windowed.py", "imagenet_labels.py",
+)
 AUTO_MAP = {
     "AutoConfig": "configuration_overlock.OverLoCKConfig",
     "AutoModel": "modeling_overlock.OverLoCKModel",
@@ -590,7 +592,14 @@ class OverLoCKPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the model code and a complete `auto_map` (all four Auto classes)
-        so that the folder loads with `trust_remote_code=True` where this package is not installed."""
+        so that the folder loads with `trust_remote_code=True` where this package is not installed.
+        Refused for a model folded by `overlock_hf.fuse_for_inference` (its layout cannot be reloaded)."""
+        if getattr(self, "is_fused_for_inference", False):
+            raise RuntimeError(
+                "this OverLoCK model was folded by fuse_for_inference(): its BatchNorms are merged into the "
+                "convolutions, a layout from_pretrained cannot rebuild. Save the model before fusing (or reload "
+                "it with from_pretrained) and call fuse_for_inference() after loading."
+            )
         self.config.auto_map = dict(AUTO_MAP)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         here = Path(__file__).resolve().parent
