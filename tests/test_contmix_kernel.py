@@ -1,4 +1,4 @@
-"""The fused ContMix kernel (contmix_kernel/) built without nix: parity with the PyTorch reference and NATTEN,
+"""The fused ContMix kernel (src/overlock_hf/contmix_kernel/) built without nix: parity with the PyTorch reference and NATTEN,
 custom-op registrations, torch.compile, error handling, kernels-hub loading and kernelize.
 
 The CPU variant is built once per session into <repo>/.kernel-build through the `build-kernel` CLI command
@@ -26,7 +26,7 @@ from conftest import REPO_ROOT, fixture_path
 from overlock_hf.contmix import ContMix, contmix_reference
 
 KERNEL_BUILD_DIR = REPO_ROOT / ".kernel-build"
-SOURCE_DIR = REPO_ROOT / "contmix_kernel"
+SOURCE_DIR = REPO_ROOT / "src" / "overlock_hf" / "contmix_kernel"
 
 
 def _raw_ops(kernel_module):
@@ -268,6 +268,23 @@ print(status("VmHWM") - before, value.numel() * 4, logits.numel() * 4)
     kkc_bytes = value_bytes * 13 * 13
     # out + grad_value + two channels-last copies (value-sized); grad_logits + float32 attention (logits-sized)
     assert 0 < growth < 5 * value_bytes + 3 * logits_bytes < kkc_bytes / 4, (growth, value_bytes, logits_bytes)
+
+
+def test_the_wheel_ships_the_kernel_source(tmp_path):
+    """`overlock-hf build-kernel` defaults to the source tree inside the package, and the wheel carries all of it
+    (so the command works after `pip install`, outside a git checkout)."""
+    import zipfile
+
+    from overlock_hf.kernel_builder import DEFAULT_SOURCE_DIR
+
+    assert DEFAULT_SOURCE_DIR == SOURCE_DIR.resolve() and (DEFAULT_SOURCE_DIR / "build.toml").is_file()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w",
+                    str(tmp_path), str(REPO_ROOT)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("overlock_hf-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    sources = {f"overlock_hf/contmix_kernel/{p.relative_to(SOURCE_DIR).as_posix()}" for p in SOURCE_DIR.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert sources and sources <= shipped, sorted(sources - shipped)
 
 
 # ---------------------------------------------------------------------------------------------- kernelize
