@@ -1,8 +1,8 @@
 """Build the fused ContMix kernel into a kernels-hub layout without nix/kernel-builder.
 
-``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``overlock_hf/contmix_kernel``, shipped with the package,
-described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed torch and lays it out
-the way ``kernels`` expects::
+``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``overlock_hf/contmix_kernel``,
+shipped with the package, described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed
+torch and lays it out the way ``kernels`` expects::
 
     OUTPUT_DIR/build/torch{MAJOR}{MINOR}-cxx11-cpu-x86_64-linux/
         __init__.py  functional.py  layers.py  _ops.py  _overlock_contmix_cpu_<uid>.abi3.so  metadata.json
@@ -287,7 +287,8 @@ def build_kernel(
 
     Args:
         output_dir: the kernel repository folder to fill (``kernels`` loads it with ``get_local_kernel``).
-        source_dir: the kernel-builder source tree; defaults to the one shipped with the package (``overlock_hf/contmix_kernel``).
+        source_dir: the kernel-builder source tree; defaults to the one shipped with the package
+            (``overlock_hf/contmix_kernel``).
         backends: subset of :func:`available_backends` (default: all of them).
         force: rebuild even when a variant with the same source hash exists.
         verbose: stream the compiler output.

@@ -1,8 +1,8 @@
 """Swap the model's pure-PyTorch ContMix for the fused kernel from the kernels hub (or a local build).
 
 ``kernelize(model, source, mode=...)`` maps the ``"ContMix"`` layer name (see
-:class:`overlock_hf.contmix.ContMix`) to ``source`` and runs ``kernels.kernelize``. A caller mistake (an unknown ``mode``, a ``source`` that is neither a folder path nor a
-repo id) raises before anything is tried. A kernel that cannot be loaded or used (``kernels`` missing, offline,
+:class:`overlock_hf.contmix.ContMix`) to ``source`` and runs ``kernels.kernelize``. A caller mistake (an
+unknown ``mode``, a ``source`` that is neither a folder path nor a repo id) raises before anything is tried. A kernel that cannot be loaded or used (``kernels`` missing, offline,
 no build folder, no build for this torch, untrusted repository, ...) keeps the PyTorch path, with one warning that
 says why.
 """

@@ -110,7 +110,10 @@ def build_model(source: ModelSource | str, label_names: Sequence[str], *, drop_p
     if source.kind != "checkpoint":
         fields = dict(COMPACT_CONFIG, **overrides) if source.kind == COMPACT else overrides
         fields.update(num_labels=len(label_names), id2label=id2label, label2id=label2id)
-        config = OverLoCKConfig(**fields) if source.kind == COMPACT else OverLoCKConfig.from_variant(source.name, **fields)
+        if source.kind == COMPACT:
+            config = OverLoCKConfig(**fields)
+        else:
+            config = OverLoCKConfig.from_variant(source.name, **fields)
         return AutoModelForImageClassification.from_config(config)
     checkpoint_labels = AutoConfig.from_pretrained(source.name).num_labels
     if checkpoint_labels != len(label_names) and not ignore_mismatched_sizes:
