@@ -1,5 +1,5 @@
-"""The fused ContMix kernel (src/overlock_hf/contmix_kernel/) built without nix: parity with the PyTorch reference and NATTEN,
-custom-op registrations, torch.compile, error handling, kernels-hub loading and kernelize.
+"""The fused ContMix kernel (src/overlock_hf/contmix_kernel/) built without nix: parity with the PyTorch reference and
+NATTEN, custom-op registrations, torch.compile, error handling, kernels-hub loading and kernelize.
 
 The CPU variant is built once per session into <repo>/.kernel-build through the `build-kernel` CLI command
 (reused across runs while the sources are unchanged).
