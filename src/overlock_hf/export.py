@@ -23,7 +23,6 @@ together.)
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 
 from .modeling_overlock import CODE_FILES
+from .progress import quiet_progress_bars
 
 __all__ = [
     "WRITTEN_FILES", "check_model_folder", "check_target", "file_sha256", "quiet_progress_bars",
@@ -79,21 +79,6 @@ def _check_weights_file(state: dict[str, torch.Tensor], path: Path) -> dict[str,
     return written
 
 
-@contextlib.contextmanager
-def quiet_progress_bars():
-    """No transformers / huggingface_hub progress bars ("Writing model shards", "Loading weights") inside."""
-    from transformers.utils import logging
-
-    enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            logging.enable_progress_bar()
-
-
-@torch.no_grad()
 @torch.no_grad()
 def verify_model_folder(model: torch.nn.Module, folder: str | Path) -> float:
     """Check ``folder`` against the in-memory ``model``: weights bit-exact, reloaded logits within

@@ -686,8 +686,14 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
         )
 
 
+# Loading a classification folder into the headless models drops its two heads by design: not worth a report.
+_CLASSIFIER_HEADS = [r"^(overlock\.)?(aux_)?classifier\."]
+
+
 class OverLoCKModel(OverLoCKPreTrainedModel):
     """The OverLoCK backbone network: Base-Net -> Overview-Net -> Focus-Net, without classification heads."""
+
+    _keys_to_ignore_on_load_unexpected = _CLASSIFIER_HEADS
 
     def __init__(self, config: OverLoCKConfig):
         super().__init__(config)
@@ -843,6 +849,8 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
     """
 
     has_attentions = False
+    _keys_to_ignore_on_load_unexpected = _CLASSIFIER_HEADS
+    _keys_to_ignore_on_load_missing = [r"^feature_norms\."]  # new in a classification folder: identity init
 
     def __init__(self, config: OverLoCKConfig):
         if config.architecture != "overlock":
