@@ -241,6 +241,5 @@ def make_loader(dataset: EvalDataset, indices: list[int], batch_size: int, num_w
     """A DataLoader over `indices` of `dataset`, in order, with `collate`."""
     return torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=collate, pin_memory=pin_memory, persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
+        collate_fn=collate, pin_memory=pin_memory,
     )
