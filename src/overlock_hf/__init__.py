@@ -8,6 +8,7 @@ from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageC
 from .configuration_overlock import VARIANTS, OverLoCKConfig
 from .contmix import ContMix, contmix_reference
 from .image_processing_overlock import OverLoCKImageProcessor, make_image_processor
+from .inference_fusion import fuse_for_inference
 from .kernel_hub import kernelize
 from .modeling_overlock import (
     OverLoCKBackbone,
@@ -32,6 +33,7 @@ __all__ = [
     "OverLoCKModel",
     "OverLoCKPreTrainedModel",
     "contmix_reference",
+    "fuse_for_inference",
     "kernelize",
     "make_image_processor",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import warnings
 from dataclasses import dataclass
 
 from transformers import PretrainedConfig
@@ -95,7 +96,42 @@ def imagenet1k_id2label() -> dict[int, str]:
     return dict(enumerate(IMAGENET1K_LABELS))
 
 
-STAGE_NAMES = ["stem", "stage1", "stage2", "stage3", "stage4"]
+# The named feature maps of OverLoCK, in the order of `OverLoCKModel(...).hidden_states`; the one table that the
+# model outputs, the backbone, the tests and the analyses read. Per map: the sub-network that produces it, its
+# stride, its channels (`(i, context)`: `hidden_sizes[i]`, plus the context prior's `context_dim` when `context`),
+# the `OverLoCKModelOutput` field holding it (None: in `hidden_states` only), whether `OverLoCKBackbone` offers it as
+# a stage, and the backbone's former stage name (deprecated, still accepted).
+FEATURE_MAPS: dict[str, dict] = {
+    "stem": dict(network="stem", stride=4, channels=(0, False), output=None, backbone=True, legacy="stem"),
+    "base_stride4": dict(network="base_net", stride=4, channels=(0, False), output=None, backbone=True,
+                         legacy="stage1"),
+    "base_stride8": dict(network="base_net", stride=8, channels=(1, False), output=None, backbone=True,
+                         legacy="stage2"),
+    "base_stride16": dict(network="base_net", stride=16, channels=(2, False), output="base_hidden_state",
+                          backbone=False, legacy=None),
+    "overview": dict(network="overview_net", stride=32, channels=(3, False), output="overview_hidden_state",
+                     backbone=False, legacy=None),
+    "focus_stride16": dict(network="focus_net", stride=16, channels=(2, True), output="focus_stride16_hidden_state",
+                           backbone=True, legacy="stage3"),
+    "focus_stride32": dict(network="focus_net", stride=32, channels=(3, True), output="last_hidden_state",
+                           backbone=True, legacy="stage4"),
+}
+# `OverLoCKBackbone` stages (the released dense-prediction layout: stem, strides 4 / 8 of the Base-Net, the two
+# Focus-Net maps) and the former names, which still work with a FutureWarning.
+STAGE_NAMES = [name for name, info in FEATURE_MAPS.items() if info["backbone"]]
+LEGACY_STAGE_NAMES = {info["legacy"]: name for name, info in FEATURE_MAPS.items()
+                      if info["legacy"] and info["legacy"] != name}
+
+
+def _current_stage_names(names: list[str] | None) -> list[str] | None:
+    """`names` with the backbone's former stage names (`stage1`..`stage4`) replaced, with a FutureWarning."""
+    if names is None or not any(name in LEGACY_STAGE_NAMES for name in names):
+        return names
+    renamed = [LEGACY_STAGE_NAMES.get(name, name) for name in names]
+    warnings.warn(f"OverLoCK backbone stage names {list(names)} are deprecated; use {renamed} "
+                  f"({', '.join(f'{old} -> {new}' for old, new in LEGACY_STAGE_NAMES.items())})",
+                  FutureWarning, stacklevel=3)
+    return renamed
 
 
 class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
@@ -123,7 +159,9 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps, batch_norm_eps, initializer_range: numerics and init.
         variant: name of the released variant this configuration matches (`overlock-xt`/`-t`/`-s`/`-b`), if any.
         crop_pct: the evaluation center-crop fraction (resize to `int(224 / crop_pct)`, crop 224).
-        out_features, out_indices: for `OverLoCKBackbone`, over `stage_names` (`stem`, `stage1`..`stage4`).
+        out_features, out_indices: for `OverLoCKBackbone`, over `stage_names` (`stem`, `base_stride4`,
+            `base_stride8`, `focus_stride16`, `focus_stride32`; see `FEATURE_MAPS`). The former names `stage1`..
+            `stage4` are accepted with a FutureWarning.
     """
 
     model_type = "overlock"
@@ -192,7 +230,21 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         self._set_backbone_outputs(out_features, out_indices)
         self._validate()
 
+    @property
+    def out_features(self) -> list[str]:
+        return self._out_features
+
+    @out_features.setter
+    def out_features(self, out_features: list[str]) -> None:
+        self._set_backbone_outputs(out_features, None)
+
+    def feature_map_channels(self) -> dict[str, int]:
+        """Channels of every named feature map (`FEATURE_MAPS` order)."""
+        return {name: self.hidden_sizes[info["channels"][0]] + (self.context_dim if info["channels"][1] else 0)
+                for name, info in FEATURE_MAPS.items()}
+
     def _set_backbone_outputs(self, out_features, out_indices) -> None:
+        out_features = _current_stage_names(list(out_features) if out_features is not None else None)
         if hasattr(self, "set_output_features_output_indices"):  # transformers >= 5
             self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         else:  # transformers 4.x
@@ -293,6 +345,6 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
 
 
 __all__ = [
-    "DEFAULT_REPARAM_BRANCHES", "IMAGENET_NUM_LABELS", "OverLoCKConfig", "VARIANTS", "Variant", "imagenet1k_id2label",
-    "normalize_variant_name",
+    "DEFAULT_REPARAM_BRANCHES", "FEATURE_MAPS", "IMAGENET_NUM_LABELS", "OverLoCKConfig", "STAGE_NAMES", "VARIANTS",
+    "Variant", "imagenet1k_id2label", "normalize_variant_name",
 ]

@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .contmix_windowed import window_starts, windowed_aggregate
+
 try:  # optional: tags the layer so that `kernels.kernelize` can replace its forward
     from kernels import use_kernel_forward_from_hub
 except Exception:  # kernels not installed (or broken): the layer stays the PyTorch reference
@@ -39,20 +41,13 @@ except Exception:  # kernels not installed (or broken): the layer stays the PyTo
 __all__ = [
     "ContMix",
     "check_contmix_inputs",
+    "contmix_pytorch",
     "contmix_reference",
     "neighborhood_aggregate",
     "relative_position_bias",
     "window_starts",
+    "windowed_aggregate",
 ]
-
-
-def window_starts(length: int, kernel_size: int, device=None) -> torch.Tensor:
-    """First row (or column) of each position's clamped window: ``clamp(i - K//2, 0, length - K)``.
-
-    Returns an int64 tensor of shape ``(length,)``.
-    """
-    positions = torch.arange(length, device=device)
-    return (positions - kernel_size // 2).clamp(0, length - kernel_size)
 
 
 def _window_indices(length: int, kernel_size: int, device=None) -> torch.Tensor:
@@ -173,21 +168,31 @@ def contmix_reference(logits: torch.Tensor, rpb: torch.Tensor, value: torch.Tens
     Shapes as in the module docstring; returns ``(B, G, C, H, W)`` in ``value``'s dtype. The softmax and the
     aggregation run in float32 for half-precision inputs.
     """
+    return _contmix(logits, rpb, value, kernel_size, neighborhood_aggregate)
+
+
+def contmix_pytorch(logits: torch.Tensor, rpb: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The default ContMix: :func:`contmix_reference`'s bias and softmax, aggregation by
+    :func:`windowed_aggregate` (tiled matmuls). Same shapes, dtypes and gradients as the reference."""
+    return _contmix(logits, rpb, value, kernel_size, windowed_aggregate)
+
+
+def _contmix(logits, rpb, value, kernel_size, aggregate):
     check_contmix_inputs(logits, rpb, value, kernel_size)
     h, w = value.shape[-2:]
     compute_dtype = torch.promote_types(logits.dtype, torch.float32)
     bias = relative_position_bias(rpb.to(compute_dtype), h, w, kernel_size)
     weights = torch.softmax(logits.to(compute_dtype) + bias.unsqueeze(0), dim=-1)
-    out = neighborhood_aggregate(weights, value.to(compute_dtype), kernel_size)
+    out = aggregate(weights, value.to(compute_dtype), kernel_size)
     return out.to(value.dtype)
 
 
 @use_kernel_forward_from_hub("ContMix")
 class ContMix(nn.Module):
-    """Stateless layer wrapping :func:`contmix_reference`; the kernels hub swaps its ``forward``.
+    """Stateless layer wrapping :func:`contmix_pytorch`; the kernels hub swaps its ``forward``.
 
     ``forward(logits (B,G,H,W,K*K), rpb (G,2K-1,2K-1), value (B,G,C,H,W), kernel_size) -> (B,G,C,H,W)``.
     """
 
     def forward(self, logits: torch.Tensor, rpb: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
-        return contmix_reference(logits, rpb, value, kernel_size)
+        return contmix_pytorch(logits, rpb, value, kernel_size)

@@ -25,7 +25,7 @@ from pathlib import Path
 from .export import check_model_folder
 
 __all__ = [
-    "HubPublishError", "PushResult", "check_model_folder", "kernel_variants", "push_kernel",
+    "HubPublishError", "PushResult", "check_hub_login", "check_model_folder", "kernel_variants", "push_kernel",
     "push_model",
 ]
 
@@ -55,15 +55,21 @@ class PushResult:
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the Hub request failed": HTTP errors and the HTTP library's transport errors."""
-    from huggingface_hub.errors import HfHubHTTPError
+    """Exceptions that mean "the Hub request failed": the client's HTTP errors (status and transport), a missing
+    token and offline mode. Deliberately not every ``OSError`` / ``ValueError``: a bug or a bad argument in this
+    package must surface as itself, not as "check the endpoint and token"."""
+    from huggingface_hub import errors as hub_errors
 
-    errors: list[type[BaseException]] = [HfHubHTTPError, OSError, ValueError]
-    for module_name in ("httpx2", "httpx"):  # whichever HTTP client huggingface_hub loaded
+    found: list[type[BaseException]] = [hub_errors.HfHubHTTPError, hub_errors.LocalTokenNotFoundError]
+    for name in ("HTTPError", "OfflineModeIsEnabled"):  # huggingface_hub 1.x re-exports httpx's HTTPError
+        if isinstance(getattr(hub_errors, name, None), type):
+            found.append(getattr(hub_errors, name))
+    # whichever HTTP client huggingface_hub loaded: httpx / httpx2 (1.x), requests (0.x)
+    for module_name, attribute in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
         module = sys.modules.get(module_name)
-        if module is not None and hasattr(module, "HTTPError"):
-            errors.append(module.HTTPError)
-    return tuple(errors)
+        if module is not None and isinstance(getattr(module, attribute, None), type):
+            found.append(getattr(module, attribute))
+    return tuple(found)
 
 
 class _Step:
@@ -109,6 +115,26 @@ def _api(token: str | None, endpoint: str | None):
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=endpoint, token=token)
+
+
+def check_hub_login(token: str | None = None, endpoint: str | None = None) -> str:
+    """Ask the Hub who the token belongs to (one request, nothing written); returns the user name.
+
+    Raises :class:`HubPublishError` when the endpoint does not answer, there is no token, the Hub rejects it,
+    or it is a read-only token. Used before long jobs that push at their end (``--push_to_hub``).
+    """
+    api = _api(token, endpoint)
+    try:
+        info = api.whoami()
+    except _hub_errors() as error:
+        raise HubPublishError(
+            f"cannot log in to the Hub at {api.endpoint}: {type(error).__name__}: {_first_lines(error, 2)}\n"
+            "Check the endpoint (HF_ENDPOINT, the network) and the token (HF_TOKEN or `hf auth login`)."
+        ) from error
+    role = (info.get("auth") or {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise HubPublishError(f"the token of {info.get('name')} at {api.endpoint} is read-only; use a write token")
+    return str(info.get("name"))
 
 
 def _ensure_branch(api, repo_id: str, repo_type: str, branch: str, source: Path) -> None:

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "kernel",
     "hub",
     "evaluate",
+    "analysis",
 )
 
 DESCRIPTION = (
