@@ -27,15 +27,18 @@ from transformers import AutoModelForImageClassification  # noqa: E402
 from overlock_hf.conversion import load_official_model  # noqa: E402
 
 
-def measure(case, root: Path) -> tuple[float, float]:
+def measure(case, root: Path) -> tuple[float, float | str]:
+    """Wall time of the conversion and the worst relative logit difference (or the converter's error line)."""
     variant, layout, dtype, wrapper, prefix, suffix = case
     checkpoint = root / f"{variant}-{layout}{suffix}"
     save_checkpoint(stored(random_official_state_dict(variant, layout), dtype, wrapper, prefix), checkpoint)
     folder = root / f"{variant}-{layout}"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "overlock_hf.cli", "convert", str(checkpoint), str(folder)],
-                   check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "overlock_hf.cli", "convert", str(checkpoint), str(folder)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
+    if done.returncode:
+        return seconds, done.stderr.strip().splitlines()[-1]
     official = load_official_model(checkpoint)
     converted = AutoModelForImageClassification.from_pretrained(folder).eval()
     worst = 0.0
@@ -44,6 +47,8 @@ def measure(case, root: Path) -> tuple[float, float]:
         pixels = torch.randn(1, 3, height, width, generator=generator)
         with torch.no_grad():
             expected, got = official(pixels).logits, converted(pixel_values=pixels).logits
+        if not (torch.isfinite(expected).all() and torch.isfinite(got).all()):
+            return seconds, float("nan")
         worst = max(worst, float((expected - got).abs().max() / expected.abs().max()))
     return seconds, worst
 
@@ -58,7 +63,8 @@ def main(selected: list[str]) -> None:
             seconds, worst = measure(case, Path(root))
         variant, layout, dtype, wrapper, prefix, suffix = case
         storage = f"{str(dtype).split('.')[-1]}, {wrapper or 'bare'}, {'module.' if prefix else 'no prefix'}, {suffix}"
-        print(f"| {variant} {layout} | {storage} | {seconds:.1f} | {worst:.1e} |", flush=True)
+        figure = f"{worst:.1e}" if isinstance(worst, float) else f"refused: {worst}"
+        print(f"| {variant} {layout} | {storage} | {seconds:.1f} | {figure} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import ConvNextImageProcessor
+from overlock_hf.image_processing_overlock import ConvNextImageProcessorPil  # transformers 4.x: the PIL one
 
 from overlock_hf import OverLoCKForImageClassification
 from overlock_hf.analysis import grad_cam, make_shapes_batch, pointing_game, train_shapes_model
@@ -45,7 +45,7 @@ def run(work: Path, trained: Path | None) -> None:
     model = OverLoCKForImageClassification.from_pretrained(trained) if trained else train_shapes_model()
     model.save_pretrained(model_dir)
     # the training normalisation, (x - 0.5) / 0.25, at the native 128x128 size
-    ConvNextImageProcessor(size={"shortest_edge": 128}, crop_pct=1.0, image_mean=[0.5] * 3,
+    ConvNextImageProcessorPil(size={"shortest_edge": 128}, crop_pct=1.0, image_mean=[0.5] * 3,
                            image_std=[0.25] * 3).save_pretrained(model_dir)
 
     held_out = make_shapes_batch(200, generator=torch.Generator().manual_seed(12345))

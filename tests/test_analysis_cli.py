@@ -119,3 +119,17 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)  # also when an earlier test imported it already
     with pytest.raises(ImportError, match=r"overlock-hf\[analysis\]"):
         require("captum.attr")
+
+
+def test_erf_on_a_saved_dataset(tiny_classifier, tmp_path):
+    import datasets
+
+    images = random_images(5, seed=4)
+    dataset = datasets.Dataset.from_dict({"image": images, "label": list(range(5))},
+                                         features=datasets.Features(image=datasets.Image(),
+                                                                    label=datasets.Value("int64")))
+    dataset.save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "erf"
+    assert main(["erf", str(tiny_classifier), str(tmp_path / "data"), "--num-images", "4", "--image-size", "32",
+                 "--output", str(out)]) == 0
+    assert load_file(out / "erf_maps.safetensors")["overlock-tiny"].shape == (32, 32)

@@ -15,8 +15,9 @@ from overlock_hf.analysis import grad_cam
 
 
 def reference_cam(model, module, index, score_fn, pixel_values, target):
-    """Grad-CAM by hand: a forward hook keeps the layer's map, autograd gives d score / d map; channel weights are
-    the spatial mean of the gradient; CAM = ReLU(sum_c w_c A_c), bilinear upsize, min-max per image (a constant map gives zeros)."""
+    """Grad-CAM by hand: a forward hook keeps the sub-network's output map (entry `index` of a tuple), autograd
+    gives d score / d map; channel weights are the spatial mean of the gradient; CAM = ReLU(sum_c w_c A_c),
+    bilinear upsize, min-max per image (a constant map gives zeros)."""
     kept = {}
 
     def hook(_module, _inputs, output):

@@ -55,10 +55,16 @@ def _head_input_cam(forward, head: nn.Module, pixel_values: torch.Tensor, target
 def _explained(model: nn.Module, name: str):
     """`(forward, head)` for Grad-CAM of feature map `name`: the map is the input of `head`, the scores are
     `forward(pixel_values)`. The Focus-Net output feeds the main classifier, the Overview-Net output the
-    auxiliary one (run explicitly, as the model computes it in training mode only)."""
+    auxiliary one (run explicitly, as the model computes it in training mode only). The maps are taken where
+    the heads receive them because captum needs a module whose whole output (or input) is used by the score,
+    and `focus_net` also returns its stride-16 map."""
     if name == "focus":
         return (lambda x: model(pixel_values=x).logits), model.classifier
-    return (lambda x: model.aux_classifier(model.base_model(pixel_values=x).overview_hidden_state)), model.aux_classifier
+
+    def auxiliary_logits(x):
+        return model.aux_classifier(model.base_model(pixel_values=x).overview_hidden_state)
+
+    return auxiliary_logits, model.aux_classifier
 
 
 def _as_target(target, batch: int, logits: torch.Tensor) -> torch.Tensor:

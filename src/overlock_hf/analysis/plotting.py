@@ -20,7 +20,7 @@ ERF_COLORMAP = "RdYlGn"  # RepLKNet's ERF figures
 
 def _figure(width: float, height: float):
     figure_module = require("matplotlib.figure")
-    return figure_module.Figure(figsize=(width, height), dpi=100)
+    return figure_module.Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
@@ -50,8 +50,11 @@ def _cam_row(axes, image, overview, focus, caption):
     for axis, panel, title in zip(axes, panels, ("input", "Overview-Net Grad-CAM", "Focus-Net Grad-CAM")):
         axis.imshow(panel, interpolation="nearest")
         axis.set_title(title, fontsize=9)
+    axes[0].set_xlabel(caption, fontsize=8)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    for axis in axes[1:]:
         axis.set_axis_off()
-    axes[0].text(0.0, -0.04, caption, transform=axes[0].transAxes, fontsize=8, va="top")
 
 
 def save_cam_figure(path, image: np.ndarray, overview: np.ndarray, focus: np.ndarray, caption: str) -> Path:
@@ -83,7 +86,7 @@ def save_erf_figure(path, maps: dict[str, np.ndarray], title: str | None = None)
         axis.set_title(name, fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.colorbar(image, ax=list(axes), fraction=0.046 / count, pad=0.02, label="log10(ERF + 1) / max")
+    figure.colorbar(image, ax=list(axes), shrink=0.85, label="log10(ERF + 1) / max")
     if title:
         figure.suptitle(title, fontsize=10)
     return _save(figure, path)

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -140,7 +141,7 @@ def cam_report(model_name: str, inputs, output_dir, target: str | None = None, i
 
 
 # ---------------------------------------------------------------------------------------------------- erf
-def _data_images(data) -> tuple[int, callable]:
+def _data_images(data) -> tuple[int, Callable[[int], Image.Image]]:
     """`(count, load(i) -> PIL image)` for an image folder or a `datasets` folder saved with `save_to_disk`."""
     data = Path(data)
     if (data / "dataset_info.json").is_file() or (data / "dataset_dict.json").is_file():
