@@ -1,14 +1,17 @@
 """Fine-tune OverLoCK for image classification with the 🤗 Transformers `Trainer`.
 
-The same task as `finetune_accelerate.py` (same data options, models, augmentation, loss and weight-decay groups),
-written the `Trainer` way: `datasets.Dataset.with_transform` + a collate function (`remove_unused_columns=False`,
-else the Trainer drops the image column), `compute_metrics` with the offline accuracy metric, and a
+The same task as `finetune_accelerate.py`, set up by the same `overlock_hf.training.prepare_finetuning` (data,
+models, augmentation, processor) and evaluated by the same `evaluate_classifier`, written the `Trainer` way: a
 `compute_loss_func` that adds the auxiliary Overview-Net loss to the main loss, both label-smoothed (the Trainer's
 own `label_smoothing_factor` would smooth the main logits only and drop the auxiliary loss).
 
     python examples/finetune_trainer.py --output_dir trainer_output            # digits demo, compact model
     accelerate launch --multi_gpu --num_processes 8 examples/finetune_trainer.py \
         --model org/overlock-t --dataset path/to/image_folder --ignore_mismatched_sizes --bf16
+
+Resuming (`--resume_from_checkpoint checkpoints/checkpoint-N` or `latest`) is exact, as in the Accelerate script:
+the augmentation of each image depends on `(seed, epoch, index)` only, the Trainer's seedable sampler on
+`(seed, epoch)`, and the Trainer restores the RNG state (drop path) from the checkpoint.
 
 Output folder: `model/` (weights, config, code, processor, model card; uploaded by `--push_to_hub`), the Trainer's
 `checkpoints/checkpoint-N/`, and `metrics.json` (final evaluation).
@@ -23,57 +26,34 @@ import json
 import sys
 from pathlib import Path
 
-import evaluate
-import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from finetune_options import base_parser, parse
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from overlock_hf.finetuning import (
+from overlock_hf.data import collate
+from overlock_hf.export import write_model_folder
+from overlock_hf.training import (
+    TRAINER_LAYOUT,
     FinetuningError,
-    accuracy_metric_path,
-    add_data_and_model_arguments,
-    batch_transform,
-    build_model,
-    check_image_files,
-    checkpoint_image_size,
     classification_loss,
-    collate,
-    eval_processor,
-    load_image_dataset,
-    make_train_transform,
+    evaluate_classifier,
     parameter_groups,
-    prepare_columns,
-    resolve_augmentation,
-    save_model_folder,
+    prepare_finetuning,
+    push_model_folder,
+    resolve_checkpoint,
 )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options; the defaults fine-tune the compact model on the embedded digits."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_data_and_model_arguments(parser)
-    parser.add_argument("--output_dir", default="trainer_output")
-    parser.add_argument("--num_epochs", type=float, default=8)
-    parser.add_argument("--max_steps", type=int, default=-1, help="overrides --num_epochs when > 0")
-    parser.add_argument("--per_device_batch_size", type=int, default=32)
-    parser.add_argument("--eval_batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--weight_decay", type=float, default=0.05)
-    parser.add_argument("--warmup_ratio", type=float, default=0.1)
-    parser.add_argument("--label_smoothing", type=float, default=0.1)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--save_strategy", default="epoch", choices=["no", "epoch", "steps"])
-    parser.add_argument("--save_steps", type=int, default=500)
-    parser.add_argument("--logging_steps", type=int, default=10)
-    parser.add_argument("--report_to", default="none", help="Trainer integrations (none, tensorboard, wandb, ...)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint-N folder, or 'latest'")
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="upload model/ to this Hub repo")
-    parser.add_argument("--hub_private", action="store_true")
-    return parser.parse_args(argv)
+    parser = base_parser(__doc__.split("\n\n")[0], output_dir="trainer_output")
+    extra = parser.add_argument_group("trainer")
+    extra.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
+    extra.add_argument("--fp16", action="store_true", help="float16 mixed precision")
+    extra.add_argument("--save_strategy", default="epoch", choices=["no", "epoch", "steps"], help="checkpoints")
+    extra.add_argument("--save_steps", type=int, default=500, help="checkpoint interval with --save_strategy steps")
+    extra.add_argument("--report_to", default="none", help="Trainer integrations (none, tensorboard, wandb, ...)")
+    return parse(parser, argv)
 
 
 def _training_arguments(args: argparse.Namespace) -> TrainingArguments:
@@ -83,99 +63,74 @@ def _training_arguments(args: argparse.Namespace) -> TrainingArguments:
     # transformers 5 renames `gradient_checkpointing` to `activation_checkpointing`
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     return TrainingArguments(
-        output_dir=str(Path(args.output_dir) / "checkpoints"),
-        num_train_epochs=args.num_epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="cosine",
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_grad_norm=args.max_grad_norm,
-        bf16=args.bf16,
-        fp16=args.fp16,
-        eval_strategy="epoch",
-        save_strategy=args.save_strategy,
-        save_steps=args.save_steps,
-        logging_steps=args.logging_steps,
-        report_to=args.report_to,
-        remove_unused_columns=False,  # keep the image column for the transform
-        dataloader_num_workers=args.num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        seed=args.seed,
-        **warmup,
-        **{checkpointing: args.gradient_checkpointing},
+        output_dir=str(Path(args.output_dir) / "checkpoints"), num_train_epochs=args.num_epochs,
+        max_steps=args.max_steps or -1, per_device_train_batch_size=args.per_device_batch_size,
+        per_device_eval_batch_size=args.eval_batch_size, learning_rate=args.learning_rate, lr_scheduler_type="cosine",
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm,
+        bf16=args.bf16, fp16=args.fp16, eval_strategy="epoch", save_strategy=args.save_strategy,
+        save_steps=args.save_steps, logging_steps=args.logging_steps, report_to=args.report_to,
+        dataloader_num_workers=args.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        seed=args.seed, **warmup, **{checkpointing: args.gradient_checkpointing},
     )
 
 
-def _datasets(args: argparse.Namespace):
-    """`(splits, image_column, label_column, label_names)`: loaded, columns checked, subsets applied."""
-    splits = load_image_dataset(args.dataset, args.dataset_config, args.validation_fraction, args.seed)
-    splits, image_column, label_column, names = prepare_columns(splits, args.image_column, args.label_column)
-    for split_name, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
-        if limit is not None:
-            splits[split_name] = splits[split_name].select(range(min(limit, len(splits[split_name]))))
-    if Path(args.dataset).is_dir():
-        for split in splits.values():
-            check_image_files(split, image_column)
-    return splits, image_column, label_column, names
+class _AugmentationEpoch(TrainerCallback):
+    """Tells the training set which epoch starts (its per-sample augmentation seeds depend on it), whatever the
+    data loader wrapping forwards."""
+
+    def __init__(self, train_set):
+        self.train_set = train_set
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.train_set.set_epoch(int(state.epoch + 1e-6))
 
 
-def _accuracy(metric):
-    """`compute_metrics` for the Trainer: accuracy of the arg-max of the (main head's) logits."""
-    def compute_metrics(eval_prediction) -> dict:
-        logits = eval_prediction.predictions
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return metric.compute(predictions=np.argmax(logits, axis=-1), references=eval_prediction.label_ids)
+class ClassifierTrainer(Trainer):
+    """A `Trainer` whose evaluation is `overlock_hf.training.evaluate_classifier` (accuracy and loss of the main
+    head, gathered over processes), the same function the Accelerate script runs."""
 
-    return compute_metrics
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        loader = self.get_eval_dataloader(eval_dataset)
+        with self.accelerator.autocast():
+            metrics = evaluate_classifier(self.model, loader, gather=self.accelerator.gather_for_metrics)
+        metrics = {f"{metric_key_prefix}{key[len('eval'):]}": value for key, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 def finetune(args: argparse.Namespace) -> dict:
     """Train, evaluate, save `model/` (and push it); returns the final evaluation metrics."""
-    splits, image_column, label_column, names = _datasets(args)
-    model = build_model(args.model, names, drop_path_rate=args.drop_path_rate, aux_loss_weight=args.aux_loss_weight,
-                        ignore_mismatched_sizes=args.ignore_mismatched_sizes)
-    image_size, hflip, crop_min = resolve_augmentation(
-        args.dataset, args.image_size, args.hflip_prob, args.crop_scale_min, checkpoint_image_size(args.model)
-    )
-    processor = eval_processor(args.model, model.config, image_size)
-    train_transform = make_train_transform(image_size, hflip, crop_min, processor)
-
-    def eval_transform(image):
-        return processor(image, return_tensors="pt")["pixel_values"][0]
-
-    train_set = splits["train"].with_transform(batch_transform(image_column, label_column, train_transform))
-    eval_set = splits["validation"].with_transform(batch_transform(image_column, label_column, eval_transform))
-    training_args = _training_arguments(args)
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir, TRAINER_LAYOUT) \
+        if args.resume_from_checkpoint else None
+    setup = prepare_finetuning(args)
+    model = setup.model
     loss = functools.partial(classification_loss, label_smoothing=args.label_smoothing,
                              aux_loss_weight=model.config.aux_loss_weight)
-    trainer = Trainer(
-        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
-        processing_class=processor, compute_metrics=_accuracy(evaluate.load(accuracy_metric_path(), keep_in_memory=True)),
-        compute_loss_func=loss,
+    trainer = ClassifierTrainer(
+        model=model, args=_training_arguments(args), train_dataset=setup.train_set, eval_dataset=setup.eval_set,
+        data_collator=collate, processing_class=setup.processor, compute_loss_func=loss,
+        callbacks=[_AugmentationEpoch(setup.train_set)],
         optimizers=(torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.learning_rate), None),
     )
-    resume = True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        _save(args, trainer.model, names, image_size, metrics)
+        _save(args, trainer.model, setup, metrics)
     return metrics
 
 
-def _save(args: argparse.Namespace, model, names, image_size: int, metrics: dict) -> None:
+def _save(args: argparse.Namespace, model, setup, metrics: dict) -> None:
     output_dir = Path(args.output_dir)
-    note = (f"## Fine-tuning\n\nFine-tuned with `examples/finetune_trainer.py` on `{args.dataset}` ({len(names)} "
-            f"classes, {image_size}x{image_size} inputs): validation accuracy {metrics['eval_accuracy']:.4f}.")
-    model_dir = save_model_folder(model, output_dir / "model", image_size, note)
+    note = (f"## Fine-tuning\n\nFine-tuned with `examples/finetune_trainer.py` on `{args.dataset}` "
+            f"({len(setup.label_names)} classes, {setup.image_size}x{setup.image_size} inputs): validation accuracy "
+            f"{metrics['eval_accuracy']:.4f}.")
+    model_dir = write_model_folder(model, output_dir / "model", overwrite=True, image_size=setup.image_size,
+                                        card_note=note)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"held-out accuracy: {metrics['eval_accuracy']:.4f}; model saved to {model_dir}")
     if args.push_to_hub:
-        from overlock_hf.hub import push_model
-
-        result = push_model(model_dir, args.push_to_hub, private=args.hub_private)
-        print(f"pushed to {result.url} ({result.revision}, commit {result.commit_oid})")
+        print(push_model_folder(model_dir, args.push_to_hub, private=args.hub_private))
 
 
 def main(argv=None) -> int:

@@ -10,34 +10,36 @@ from transformers import AutoBackbone, UperNetConfig, UperNetForSemanticSegmenta
 
 from _shared import converted_tiny_folder, tiny_config
 from overlock_hf import VARIANTS, OverLoCKBackbone, OverLoCKConfig, OverLoCKForImageClassification
+from overlock_hf.configuration_overlock import FEATURE_MAPS
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
-ALL_STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
-STRIDES = {"stem": 4, "stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}
+ALL_STAGES = ["stem", "base_stride4", "base_stride8", "focus_stride16", "focus_stride32"]
+STRIDES = {name: info["stride"] for name, info in FEATURE_MAPS.items()}
 
 
 def expected_channels(config: OverLoCKConfig) -> dict[str, int]:
     """ARCHITECTURE.md section 8: C1, C1, C2, C3 + Cc, C4 + Cc with Cc = C4 / 4."""
     c1, c2, c3, c4 = config.hidden_sizes
     context = c4 // config.context_reduction
-    return {"stem": c1, "stage1": c1, "stage2": c2, "stage3": c3 + context, "stage4": c4 + context}
+    return {"stem": c1, "base_stride4": c1, "base_stride8": c2, "focus_stride16": c3 + context,
+            "focus_stride32": c4 + context}
 
 
 # ------------------------------------------------------------------------------------------------ stage selection
 def test_default_out_features_are_the_four_dense_prediction_maps():
     config = tiny_config()
     assert config.stage_names == ALL_STAGES
-    assert config.out_features == ["stage1", "stage2", "stage3", "stage4"]
+    assert config.out_features == ["base_stride4", "base_stride8", "focus_stride16", "focus_stride32"]
     assert list(config.out_indices) == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "features", "indices"),
     [
-        (dict(out_features=["stem", "stage2"]), ["stem", "stage2"], [0, 2]),
-        (dict(out_indices=[3, 4]), ["stage3", "stage4"], [3, 4]),
-        (dict(out_indices=[-1]), ["stage4"], [4]),
-        (dict(out_features=["stage1", "stage3"], out_indices=[1, 3]), ["stage1", "stage3"], [1, 3]),
+        (dict(out_features=["stem", "base_stride8"]), ["stem", "base_stride8"], [0, 2]),
+        (dict(out_indices=[3, 4]), ["focus_stride16", "focus_stride32"], [3, 4]),
+        (dict(out_indices=[-1]), ["focus_stride32"], [4]),
+        (dict(out_features=["base_stride4", "focus_stride16"], out_indices=[1, 3]), ["base_stride4", "focus_stride16"], [1, 3]),
     ],
 )
 def test_out_features_and_out_indices_select_named_stages(kwargs, features, indices):
@@ -55,7 +57,8 @@ def test_out_features_and_out_indices_select_named_stages(kwargs, features, indi
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(out_features=["stage5"]), dict(out_indices=[5]), dict(out_features=["stage1"], out_indices=[2])]
+    "kwargs",
+    [dict(out_features=["stage5"]), dict(out_indices=[5]), dict(out_features=["base_stride4"], out_indices=[2])],
 )
 def test_invalid_stage_selection_raises(kwargs):
     with pytest.raises(ValueError):
@@ -63,13 +66,53 @@ def test_invalid_stage_selection_raises(kwargs):
 
 
 def test_out_features_survive_a_save_and_reload(tmp_path):
-    backbone = OverLoCKBackbone(tiny_config(out_features=["stage2", "stage4"]))
+    backbone = OverLoCKBackbone(tiny_config(out_features=["base_stride8", "focus_stride32"]))
     backbone.save_pretrained(tmp_path)
     reloaded = OverLoCKBackbone.from_pretrained(tmp_path)
-    assert reloaded.out_features == ["stage2", "stage4"]
+    assert reloaded.out_features == ["base_stride8", "focus_stride32"]
     overridden = OverLoCKBackbone.from_pretrained(tmp_path, out_indices=[1, 3])
-    assert overridden.out_features == ["stage1", "stage3"]
-    assert set(overridden.feature_norms) == {"stage1", "stage3"}
+    assert overridden.out_features == ["base_stride4", "focus_stride16"]
+    assert set(overridden.feature_norms) == {"base_stride4", "focus_stride16"}
+
+
+def test_former_stage_names_still_work_with_a_deprecation_warning(tmp_path):
+    """`stage1`..`stage4` (the names before the stages said their network) map to the new names, in the config,
+    in `from_pretrained` overrides, and in weights saved under the old `feature_norms.stageN` keys."""
+    with pytest.warns(FutureWarning, match=r"stage1 -> base_stride4.*stage4 -> focus_stride32"):
+        config = tiny_config(out_features=["stage2", "stage3"])
+    assert config.out_features == ["base_stride8", "focus_stride16"]
+    backbone = OverLoCKBackbone(tiny_config())
+    backbone.save_pretrained(tmp_path)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        overridden = OverLoCKBackbone.from_pretrained(tmp_path, out_features=["stage1", "stage4"])
+    assert overridden.out_features == ["base_stride4", "focus_stride32"]
+    renamed = {"base_stride4": "stage1", "base_stride8": "stage2", "focus_stride16": "stage3", "focus_stride32": "stage4"}
+    old_layout = {}
+    for key, tensor in backbone.state_dict().items():
+        if key.startswith("feature_norms."):
+            stage = key.split(".")[1]
+            key = key.replace(f"feature_norms.{stage}.", f"feature_norms.{renamed[stage]}.")
+        old_layout[key] = tensor + 1 if key.startswith("feature_norms.") else tensor
+    fresh = OverLoCKBackbone(tiny_config())
+    fresh.load_state_dict(old_layout)
+    for name in renamed:
+        torch.testing.assert_close(fresh.feature_norms[name].weight, backbone.feature_norms[name].weight + 1)
+
+
+def test_model_output_names_the_feature_maps():
+    """`OverLoCKModelOutput`'s named fields are the `hidden_states` entries that `FEATURE_MAPS` says they are."""
+    model = OverLoCKForImageClassification(tiny_config()).overlock.eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(1, 3, 64, 64), output_hidden_states=True)
+    assert len(outputs.hidden_states) == len(FEATURE_MAPS)
+    fields = {info["output"]: index for index, info in enumerate(FEATURE_MAPS.values()) if info["output"]}
+    assert set(fields) == {"base_hidden_state", "overview_hidden_state", "focus_stride16_hidden_state",
+                           "last_hidden_state"}
+    for field, index in fields.items():
+        assert outputs[field] is outputs.hidden_states[index], field
+    channels = model.config.feature_map_channels()
+    for (name, info), tensor in zip(FEATURE_MAPS.items(), outputs.hidden_states):
+        assert tuple(tensor.shape) == (1, channels[name], 64 // info["stride"], 64 // info["stride"]), name
 
 
 # ------------------------------------------------------------------------------------------------ released variants
@@ -131,7 +174,7 @@ def test_backbone_outputs_tuple_and_hidden_states():
 def test_auto_backbone_from_config_builds_the_overlock_backbone():
     backbone = AutoBackbone.from_config(tiny_config(out_indices=[1, 4]))
     assert isinstance(backbone, OverLoCKBackbone)
-    assert backbone.out_features == ["stage1", "stage4"]
+    assert backbone.out_features == ["base_stride4", "focus_stride32"]
 
 
 @pytest.mark.xfail(
@@ -142,7 +185,7 @@ def test_auto_backbone_from_config_builds_the_overlock_backbone():
 def test_auto_backbone_from_pretrained_local_folder():
     backbone = AutoBackbone.from_pretrained(str(converted_tiny_folder()), out_indices=[2, 3])
     assert isinstance(backbone, OverLoCKBackbone)
-    assert backbone.out_features == ["stage2", "stage3"]
+    assert backbone.out_features == ["base_stride8", "focus_stride16"]
 
 
 # ------------------------------------------------------------------------------------------------ UperNet
@@ -151,7 +194,7 @@ def test_upernet_with_overlock_backbone_forward_and_backward(tmp_path):
     `use_pretrained_backbone`, so pretrained weights are copied in with `load_state_dict`."""
     folder = converted_tiny_folder()
     config = UperNetConfig(
-        backbone_config=OverLoCKConfig.from_pretrained(folder, out_features=["stage1", "stage2", "stage3", "stage4"]),
+        backbone_config=OverLoCKConfig.from_pretrained(folder, out_features=["base_stride4", "base_stride8", "focus_stride16", "focus_stride32"]),
         hidden_size=32, auxiliary_channels=16, num_labels=5,
     )
     model = UperNetForSemanticSegmentation(config)

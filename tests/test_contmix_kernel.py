@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, fixture_path
-from overlock_hf.contmix import ContMix, contmix_reference
+from overlock_hf.contmix import ContMix, contmix_pytorch, contmix_reference
 
 KERNEL_BUILD_DIR = REPO_ROOT / ".kernel-build"
 SOURCE_DIR = REPO_ROOT / "contmix_kernel"
@@ -338,7 +338,7 @@ def test_kernelize_fallback_warns_once(tmp_path, monkeypatch, source):
     assert "keeping the PyTorch ContMix" in str(relevant[0].message)
     assert "forward" not in model.mix.__dict__
     logits, rpb, value, _ = _inputs(1, 2, 3, 7, 7, 3)
-    assert torch.equal(model(logits, rpb, value, 3), contmix_reference(logits, rpb, value, 3))
+    assert torch.equal(model(logits, rpb, value, 3), contmix_pytorch(logits, rpb, value, 3))  # the default path
 
 
 def test_kernelize_whole_model_matches_pytorch(cpu_build):

@@ -158,7 +158,7 @@ def test_corrupt_file(tmp_path, suffix):
 
 
 def test_unknown_and_mismatched_variant(tmp_path):
-    with pytest.raises(CheckpointError, match="unknown variant 'overlock-z'"):
+    with pytest.raises(CheckpointError, match="Unknown OverLoCK variant .overlock-z."):
         convert_checkpoint(fixture_path("tiny_official.pth"), tmp_path / "a", variant="overlock-z")
     with pytest.raises(CheckpointError, match="not overlock-t"):
         convert_checkpoint(fixture_path("tiny_official.pth"), tmp_path / "b", variant="overlock-t")

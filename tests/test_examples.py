@@ -1,5 +1,5 @@
 """The fine-tuning examples (examples/finetune_accelerate.py, examples/finetune_trainer.py) and their building blocks
-(overlock_hf.finetuning, overlock_hf.training_transforms, the offline accuracy metric).
+(overlock_hf.data, overlock_hf.training, overlock_hf.training_transforms, the offline accuracy metric).
 
 The scripts run in subprocesses on slices of the embedded digits for a few steps; `test_demo_full` (slow) runs the
 demo as `make demo` does and checks its accuracy.
@@ -25,19 +25,21 @@ from _examples_helpers import (
     script_env,
 )
 from overlock_hf import OverLoCKConfig, OverLoCKForImageClassification
-from overlock_hf.finetuning import (
-    COMPACT_CONFIG,
+from overlock_hf.data import (
     EpochShuffleSampler,
     FinetuningError,
+    check_image_files,
+    decode_image,
+    load_image_dataset,
+    prepare_columns,
+)
+from overlock_hf.training import (
+    COMPACT_CONFIG,
     JSONLinesTracker,
     accuracy_metric_path,
     build_model,
-    check_image_files,
     classification_loss,
-    decode_image,
-    load_image_dataset,
     parameter_groups,
-    prepare_columns,
     state_dict_digest,
 )
 from overlock_hf.training_transforms import RandomResizedCrop, TrainTransform

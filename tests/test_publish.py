@@ -174,6 +174,7 @@ REMOTE_CODE_CHILD = textwrap.dedent('''
         "config_class": type(config).__name__, "config_module": type(config).__module__,
         "model_module": type(model).__module__, "predictions": predictions,
         "overlock_imported": any(name.startswith("overlock_hf") for name in sys.modules),
+        "from_variant_labels": type(config).from_variant("overlock-xt").id2label[0],  # the Hub copy's labels
     }, open(sys.argv[3] + "/result.json", "w"))
 ''')
 
@@ -194,6 +195,7 @@ def test_load_from_hub_without_package(hub_server, pushed_model, local_outputs, 
     assert completed.returncode == 0, completed.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["config_class"] == "OverLoCKConfig" and not result["overlock_imported"]
+    assert result["from_variant_labels"] == "tench, Tinca tinca"
     assert result["config_module"].startswith("transformers_modules")  # the Hub copy of the code
     assert result["model_module"].startswith("transformers_modules")
     outputs = load_file(tmp_path / "outputs.safetensors")
@@ -225,10 +227,10 @@ def test_pushed_model_card_validates_and_its_snippet_runs(hub_server, pushed_mod
 def test_model_card_of_released_variant():
     from hub_server import validate_card_metadata
 
-    from overlock_hf import VARIANTS, OverLoCKConfig
+    from overlock_hf import OverLoCKConfig
     from overlock_hf.model_card import render_model_card
 
-    config = OverLoCKConfig(**VARIANTS["overlock-t"], variant="overlock-t", num_labels=1000)
+    config = OverLoCKConfig.from_variant("overlock-t")
     card = render_model_card(config, repo_id="acme/overlock-t", checkpoint_name="overlock_t_in1k_224.pth")
     assert validate_card_metadata(card) == ([], [])
     assert "# OverLoCK-T (ImageNet-1K)" in card and "84.2 %" in card and "34.99 M" in card

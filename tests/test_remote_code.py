@@ -147,7 +147,7 @@ def test_remote_backbone_matches_exactly(remote):
     folder, pixel_values, tensors, report, _ = remote
     backbone = OverLoCKBackbone.from_pretrained(folder, out_indices=[1, 2, 3, 4]).eval()
     assert report["backbone_channels"] == backbone.channels
-    assert report["from_config_out_features"] == ["stage2", "stage4"]
+    assert report["from_config_out_features"] == ["base_stride8", "focus_stride32"]
     with torch.no_grad():
         expected = backbone(pixel_values).feature_maps
     prefixes = ["feature_map"] + (["auto_feature_map"] if TRANSFORMERS_MAJOR < 5 else [])

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .configuration_overlock import DEFAULT_REPARAM_BRANCHES, VARIANTS, OverLoCKConfig
+from .configuration_overlock import DEFAULT_REPARAM_BRANCHES, VARIANTS, OverLoCKConfig, normalize_variant_name
 
 
 class CheckpointError(ValueError):
@@ -123,10 +123,10 @@ def resolve_variant(config: OverLoCKConfig, insist: str | None = None) -> OverLo
     """Record the released variant the architecture matches (and its crop_pct); `insist` makes a mismatch an error."""
     found = config.matching_variant()
     if insist is not None:
-        key = insist.lower().replace("_", "-")
-        key = key if key.startswith("overlock-") else f"overlock-{key}"
-        if key not in VARIANTS:
-            raise CheckpointError(f"unknown variant {insist!r}; known variants: {', '.join(VARIANTS)}")
+        try:
+            key = normalize_variant_name(insist)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
         if found != key:
             raise CheckpointError(
                 f"the checkpoint is not {key}: its architecture is depths={config.depths}, "
@@ -135,7 +135,7 @@ def resolve_variant(config: OverLoCKConfig, insist: str | None = None) -> OverLo
             )
     if found is not None:
         config.variant = found
-        config.crop_pct = VARIANTS[found]["crop_pct"]
+        config.crop_pct = VARIANTS[found].crop_pct
     return config
 
 

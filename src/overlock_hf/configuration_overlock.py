@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import warnings
+from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
@@ -23,30 +26,112 @@ DEFAULT_REPARAM_BRANCHES: dict[int, list[tuple[int, int]]] = {
     5: [(3, 1), (3, 2)],
 }
 
-# The released variants (ARCHITECTURE.md section 2). `crop_pct` is the official evaluation crop.
-VARIANTS: dict[str, dict] = {
-    "overlock-xt": dict(
-        depths=[2, 2, 3, 2], focus_depths=[6, 2], hidden_sizes=[56, 112, 256, 336], focus_num_heads=[4, 6],
-        crop_pct=0.925,
-    ),
-    "overlock-t": dict(
-        depths=[4, 4, 6, 2], focus_depths=[12, 2], hidden_sizes=[64, 128, 256, 512], focus_num_heads=[4, 8],
-        crop_pct=0.95,
-    ),
-    "overlock-s": dict(
-        depths=[6, 6, 8, 3], focus_depths=[16, 3], hidden_sizes=[64, 128, 320, 512], focus_num_heads=[8, 16],
-        crop_pct=0.95,
-    ),
-    "overlock-b": dict(
-        depths=[8, 8, 10, 4], focus_depths=[20, 4], hidden_sizes=[80, 160, 384, 576], focus_num_heads=[6, 9],
-        crop_pct=0.975,
-    ),
+# The architecture every released variant shares (ARCHITECTURE.md section 2); the constructor's defaults.
+_RELEASED_COMMON = dict(
+    kernel_sizes=[17, 15, 13, 7], small_kernel_size=5, mlp_ratio=4.0, focus_mlp_ratio=3.0, context_reduction=4,
+    context_pool_size=7, use_layer_scale=[False, False, True, True], projection_dim=1024,
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A released OverLoCK variant: its architecture, evaluation crop and the paper's ImageNet-1K top-1 (%) of
+    the released weights (GitHub release v1 of LMMMEng/OverLoCK, `overlock_{x}_in1k_224[_reparam].pth`)."""
+
+    name: str  # canonical name, e.g. "overlock-xt"
+    depths: tuple[int, int, int, int]
+    focus_depths: tuple[int, int]
+    hidden_sizes: tuple[int, int, int, int]
+    focus_num_heads: tuple[int, int]
+    crop_pct: float
+    released_top1: float
+
+    @property
+    def display_name(self) -> str:
+        """`"OverLoCK-XT"`."""
+        return "OverLoCK-" + self.name.split("-", 1)[1].upper()
+
+    @property
+    def architecture(self) -> dict:
+        """Every architectural `OverLoCKConfig` field of the variant (fresh lists)."""
+        fields = copy.deepcopy(_RELEASED_COMMON)
+        fields.update(depths=list(self.depths), focus_depths=list(self.focus_depths),
+                      hidden_sizes=list(self.hidden_sizes), focus_num_heads=list(self.focus_num_heads))
+        return fields
+
+
+# The one table of released variants, by canonical name.
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("overlock-xt", (2, 2, 3, 2), (6, 2), (56, 112, 256, 336), (4, 6), crop_pct=0.925, released_top1=82.7),
+        Variant("overlock-t", (4, 4, 6, 2), (12, 2), (64, 128, 256, 512), (4, 8), crop_pct=0.95, released_top1=84.2),
+        Variant("overlock-s", (6, 6, 8, 3), (16, 3), (64, 128, 320, 512), (8, 16), crop_pct=0.95, released_top1=84.8),
+        Variant("overlock-b", (8, 8, 10, 4), (20, 4), (80, 160, 384, 576), (6, 9), crop_pct=0.975, released_top1=85.1),
+    )
 }
+IMAGENET_NUM_LABELS = 1000
 
-# ImageNet-1K top-1 of the released weights (paper, GitHub release v1 of LMMMEng/OverLoCK).
-RELEASED_TOP1 = {"overlock-xt": 82.7, "overlock-t": 84.2, "overlock-s": 84.8, "overlock-b": 85.1}
 
-STAGE_NAMES = ["stem", "stage1", "stage2", "stage3", "stage4"]
+def normalize_variant_name(name: str) -> str:
+    """The canonical name (`overlock-xt`) of a released variant written as `overlock-xt`, `overlock_xt`, `xt`,
+    `OverLoCK-XT`, ...; raises `ValueError` with the closest names ("did you mean ...") otherwise."""
+    raw = str(name).strip().lower().replace("_", "-")
+    for key in (raw, f"overlock-{raw}"):
+        if key in VARIANTS:
+            return key
+    prefix, _, size = raw.rpartition("-")
+    close = []
+    if not prefix or difflib.SequenceMatcher(None, prefix, "overlock").ratio() >= 0.75:
+        sizes = {v.name.split("-", 1)[1]: v.name for v in VARIANTS.values()}
+        close = [sizes[s] for s in difflib.get_close_matches(size, list(sizes), n=2, cutoff=0.5)]
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise ValueError(f"Unknown OverLoCK variant {name!r}: {hint}known variants: {', '.join(VARIANTS)}")
+
+
+def imagenet1k_id2label() -> dict[int, str]:
+    """`{class index: name}` of the 1000 ImageNet-1K classes (the released checkpoints' head)."""
+    from .imagenet_labels import IMAGENET1K_LABELS
+
+    return dict(enumerate(IMAGENET1K_LABELS))
+
+
+# The named feature maps of OverLoCK, in the order of `OverLoCKModel(...).hidden_states`; the one table that the
+# model outputs, the backbone, the tests and the analyses read. Per map: the sub-network that produces it, its
+# stride, its channels (`(i, context)`: `hidden_sizes[i]`, plus the context prior's `context_dim` when `context`),
+# the `OverLoCKModelOutput` field holding it (None: in `hidden_states` only), whether `OverLoCKBackbone` offers it as
+# a stage, and the backbone's former stage name (deprecated, still accepted).
+FEATURE_MAPS: dict[str, dict] = {
+    "stem": dict(network="stem", stride=4, channels=(0, False), output=None, backbone=True, legacy="stem"),
+    "base_stride4": dict(network="base_net", stride=4, channels=(0, False), output=None, backbone=True,
+                         legacy="stage1"),
+    "base_stride8": dict(network="base_net", stride=8, channels=(1, False), output=None, backbone=True,
+                         legacy="stage2"),
+    "base_stride16": dict(network="base_net", stride=16, channels=(2, False), output="base_hidden_state",
+                          backbone=False, legacy=None),
+    "overview": dict(network="overview_net", stride=32, channels=(3, False), output="overview_hidden_state",
+                     backbone=False, legacy=None),
+    "focus_stride16": dict(network="focus_net", stride=16, channels=(2, True), output="focus_stride16_hidden_state",
+                           backbone=True, legacy="stage3"),
+    "focus_stride32": dict(network="focus_net", stride=32, channels=(3, True), output="last_hidden_state",
+                           backbone=True, legacy="stage4"),
+}
+# `OverLoCKBackbone` stages (the released dense-prediction layout: stem, strides 4 / 8 of the Base-Net, the two
+# Focus-Net maps) and the former names, which still work with a FutureWarning.
+STAGE_NAMES = [name for name, info in FEATURE_MAPS.items() if info["backbone"]]
+LEGACY_STAGE_NAMES = {info["legacy"]: name for name, info in FEATURE_MAPS.items()
+                      if info["legacy"] and info["legacy"] != name}
+
+
+def _current_stage_names(names: list[str] | None) -> list[str] | None:
+    """`names` with the backbone's former stage names (`stage1`..`stage4`) replaced, with a FutureWarning."""
+    if names is None or not any(name in LEGACY_STAGE_NAMES for name in names):
+        return names
+    renamed = [LEGACY_STAGE_NAMES.get(name, name) for name in names]
+    warnings.warn(f"OverLoCK backbone stage names {list(names)} are deprecated; use {renamed} "
+                  f"({', '.join(f'{old} -> {new}' for old, new in LEGACY_STAGE_NAMES.items())})",
+                  FutureWarning, stacklevel=3)
+    return renamed
 
 
 class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
@@ -74,7 +159,9 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps, batch_norm_eps, initializer_range: numerics and init.
         variant: name of the released variant this configuration matches (`overlock-xt`/`-t`/`-s`/`-b`), if any.
         crop_pct: the evaluation center-crop fraction (resize to `int(224 / crop_pct)`, crop 224).
-        out_features, out_indices: for `OverLoCKBackbone`, over `stage_names` (`stem`, `stage1`..`stage4`).
+        out_features, out_indices: for `OverLoCKBackbone`, over `stage_names` (`stem`, `base_stride4`,
+            `base_stride8`, `focus_stride16`, `focus_stride32`; see `FEATURE_MAPS`). The former names `stage1`..
+            `stage4` are accepted with a FutureWarning.
     """
 
     model_type = "overlock"
@@ -86,15 +173,15 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         focus_depths: list[int] | None = None,
         hidden_sizes: list[int] | None = None,
         kernel_sizes: list[int] | None = None,
-        small_kernel_size: int = 5,
+        small_kernel_size: int = _RELEASED_COMMON["small_kernel_size"],
         focus_num_heads: list[int] | None = None,
-        mlp_ratio: float = 4.0,
-        focus_mlp_ratio: float = 3.0,
-        context_reduction: int = 4,
-        context_pool_size: int = 7,
+        mlp_ratio: float = _RELEASED_COMMON["mlp_ratio"],
+        focus_mlp_ratio: float = _RELEASED_COMMON["focus_mlp_ratio"],
+        context_reduction: int = _RELEASED_COMMON["context_reduction"],
+        context_pool_size: int = _RELEASED_COMMON["context_pool_size"],
         use_layer_scale: list[bool] | None = None,
         layer_scale_init_value: float = 1.0,
-        projection_dim: int = 1024,
+        projection_dim: int = _RELEASED_COMMON["projection_dim"],
         drop_path_rate: float = 0.0,
         aux_loss_weight: float = 0.4,
         reparam_branches: dict | None = None,
@@ -103,25 +190,25 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         batch_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         variant: str | None = None,
-        crop_pct: float = 0.925,
+        crop_pct: float = VARIANTS["overlock-xt"].crop_pct,
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        xt = VARIANTS["overlock-xt"]
+        xt = VARIANTS["overlock-xt"].architecture  # the defaults: OverLoCK-XT
         self.num_channels = num_channels
         self.depths = list(depths if depths is not None else xt["depths"])
         self.focus_depths = list(focus_depths if focus_depths is not None else xt["focus_depths"])
         self.hidden_sizes = list(hidden_sizes if hidden_sizes is not None else xt["hidden_sizes"])
-        self.kernel_sizes = list(kernel_sizes if kernel_sizes is not None else [17, 15, 13, 7])
+        self.kernel_sizes = list(kernel_sizes if kernel_sizes is not None else xt["kernel_sizes"])
         self.small_kernel_size = small_kernel_size
         self.focus_num_heads = list(focus_num_heads if focus_num_heads is not None else xt["focus_num_heads"])
         self.mlp_ratio = mlp_ratio
         self.focus_mlp_ratio = focus_mlp_ratio
         self.context_reduction = context_reduction
         self.context_pool_size = context_pool_size
-        self.use_layer_scale = list(use_layer_scale if use_layer_scale is not None else [False, False, True, True])
+        self.use_layer_scale = list(use_layer_scale if use_layer_scale is not None else xt["use_layer_scale"])
         self.layer_scale_init_value = layer_scale_init_value
         self.projection_dim = projection_dim
         self.drop_path_rate = drop_path_rate
@@ -143,7 +230,21 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         self._set_backbone_outputs(out_features, out_indices)
         self._validate()
 
+    @property
+    def out_features(self) -> list[str]:
+        return self._out_features
+
+    @out_features.setter
+    def out_features(self, out_features: list[str]) -> None:
+        self._set_backbone_outputs(out_features, None)
+
+    def feature_map_channels(self) -> dict[str, int]:
+        """Channels of every named feature map (`FEATURE_MAPS` order)."""
+        return {name: self.hidden_sizes[info["channels"][0]] + (self.context_dim if info["channels"][1] else 0)
+                for name, info in FEATURE_MAPS.items()}
+
     def _set_backbone_outputs(self, out_features, out_indices) -> None:
+        out_features = _current_stage_names(list(out_features) if out_features is not None else None)
         if hasattr(self, "set_output_features_output_indices"):  # transformers >= 5
             self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         else:  # transformers 4.x
@@ -219,28 +320,31 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
     # ------------------------------------------------------------------ variants
     @classmethod
     def from_variant(cls, name: str, **kwargs) -> "OverLoCKConfig":
-        """Configuration of a released variant (`overlock-xt`, `overlock-t`, `overlock-s`, `overlock-b`);
-        keyword arguments override fields (e.g. `num_labels`, `drop_path_rate`, `reparameterized`)."""
-        key = name.lower().replace("_", "-")
-        if not key.startswith("overlock-"):
-            key = f"overlock-{key}"
-        if key not in VARIANTS:
-            raise ValueError(f"Unknown OverLoCK variant {name!r}; known variants: {', '.join(VARIANTS)}")
-        fields = copy.deepcopy(VARIANTS[key])
+        """Configuration of a released variant (any spelling :func:`normalize_variant_name` accepts: `overlock-xt`,
+        `xt`, `OverLoCK_XT`, ...), with its `crop_pct`; keyword arguments override fields (e.g. `num_labels`,
+        `drop_path_rate`, `reparameterized`).
+
+        Without `num_labels` (and `id2label`) the head is the released one: 1000 ImageNet-1K classes, with their
+        names in `id2label` / `label2id` (read from `imagenet_labels.py`, a module shipped with this file, so
+        the Hub copy of it works too). `num_labels=1000` gets the same names.
+        """
+        variant = VARIANTS[normalize_variant_name(name)]
+        fields = dict(variant.architecture, crop_pct=variant.crop_pct, variant=variant.name)
         fields.update(kwargs)
-        fields.setdefault("variant", key)
+        if "id2label" not in kwargs and fields.setdefault("num_labels", IMAGENET_NUM_LABELS) == IMAGENET_NUM_LABELS:
+            fields["id2label"] = imagenet1k_id2label()
+            fields["label2id"] = {label: index for index, label in fields["id2label"].items()}
         return cls(**fields)
 
     def matching_variant(self) -> str | None:
         """Name of the released variant whose architecture this configuration has, if any."""
-        for name, fields in VARIANTS.items():
-            if all(getattr(self, k) == v for k, v in fields.items() if k != "crop_pct") and (
-                self.kernel_sizes == [17, 15, 13, 7] and self.small_kernel_size == 5 and self.mlp_ratio == 4.0
-                and self.focus_mlp_ratio == 3.0 and self.context_reduction == 4 and self.projection_dim == 1024
-                and self.use_layer_scale == [False, False, True, True]
-            ):
+        for name, variant in VARIANTS.items():
+            if all(getattr(self, field) == value for field, value in variant.architecture.items()):
                 return name
         return None
 
 
-__all__ = ["OverLoCKConfig", "VARIANTS", "DEFAULT_REPARAM_BRANCHES", "RELEASED_TOP1"]
+__all__ = [
+    "DEFAULT_REPARAM_BRANCHES", "FEATURE_MAPS", "IMAGENET_NUM_LABELS", "OverLoCKConfig", "STAGE_NAMES", "VARIANTS",
+    "Variant", "imagenet1k_id2label", "normalize_variant_name",
+]

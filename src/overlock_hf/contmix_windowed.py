@@ -68,7 +68,9 @@ def _axis(length: int, k: int, device) -> _Axis:
     starts = window_starts(length, k, device)[queries]
     key_start = starts[:, 0].clamp(max=length - span)
     keys = (key_start[:, None] + torch.arange(span, device=device)).reshape(-1) if count > 1 else None
-    runs = _runs(starts[0].tolist()) if count == 1 else []
+    runs = []
+    if count == 1:  # the runs are Python data: computed on the CPU, so that any device (also `meta`) works
+        runs = _runs(window_starts(length, k, "cpu")[torch.arange(tile, device="cpu").clamp(max=length - 1)].tolist())
     return _Axis(tile, span, count * tile, keys, starts - key_start[:, None], runs)
 
 

@@ -2,18 +2,15 @@
 
 The folder gets `model.safetensors` (float32), `config.json` (every field inferred from the checkpoint's
 shapes, the variant recorded when it matches one), the model code with a complete `auto_map`,
-`preprocessor_config.json` (the official evaluation transform) and a model card. It is written to a
-temporary folder beside the target, reloaded and checked against the in-memory model, then moved into place:
-a failed conversion leaves nothing behind.
+`preprocessor_config.json` (the official evaluation transform) and a model card naming the input file and its
+SHA-256. :func:`overlock_hf.export.write_model_folder` writes it (staging folder, verification, move into
+place): a failed conversion leaves nothing behind.
 
     overlock-hf convert CHECKPOINT OUTPUT_DIR [--variant overlock-t] [--ema]
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,11 +22,9 @@ from .checkpoint_mapping import (
     resolve_variant,
     unwrap_state_dict,
 )
-from .configuration_overlock import OverLoCKConfig
+from .configuration_overlock import IMAGENET_NUM_LABELS, imagenet1k_id2label
+from .export import VERIFY_INPUT_SIZE, quiet_progress_bars, read_image_size, write_model_folder
 from .modeling_overlock import OverLoCKForImageClassification
-
-IMAGENET_LABELS = Path(__file__).resolve().parent / "data" / "imagenet1k_id2label.json"
-VERIFY_INPUT_SIZE = (1, 3, 64, 64)
 
 
 def load_checkpoint_file(path: str | Path) -> dict:
@@ -54,60 +49,19 @@ def load_official_model(
     loaded = load_checkpoint_file(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     state = unwrap_state_dict(loaded, use_ema=use_ema)
     config = resolve_variant(config_from_official_state_dict(state), insist=variant)
-    _set_labels(config)
-    model = OverLoCKForImageClassification(config)
-    model.load_state_dict(convert_official_state_dict(state, config, model.state_dict()), strict=True)
-    return model.float().eval()
-
-
-def _set_labels(config: OverLoCKConfig) -> None:
-    if config.num_labels == 1000:
-        labels = json.loads(IMAGENET_LABELS.read_text())
-        config.id2label = {int(k): v for k, v in labels.items()}
-        config.label2id = {v: int(k) for k, v in labels.items()}
-
-
-def _verify_reload(model: OverLoCKForImageClassification, folder: Path) -> None:
-    """Reload the written folder and require logits identical to the in-memory model's."""
-    generator = torch.Generator().manual_seed(0)
-    pixels = torch.randn(VERIFY_INPUT_SIZE, generator=generator)
-    reloaded = OverLoCKForImageClassification.from_pretrained(folder).eval()
-    with torch.no_grad():
-        expected, got = model(pixels).logits, reloaded(pixels).logits
-    if not torch.equal(expected, got):
-        raise RuntimeError(
-            f"the written folder does not reproduce the converted model (max |diff| {float((expected - got).abs().max()):.3g})"
-        )
-
-
-def write_model_folder(model: OverLoCKForImageClassification, output_dir: str | Path, overwrite: bool = False,
-                       checkpoint_name: str | None = None) -> Path:
-    """Write model, code, processor config and model card to `output_dir` atomically (temp folder, verify, move)."""
-    from .image_processing_overlock import save_image_processor
-    from .model_card import render_model_card
-
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {output_dir} exists and is not empty (pass --overwrite to replace it)")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        save_image_processor(staging, crop_pct=model.config.crop_pct)
-        card = render_model_card(model.config, checkpoint_name=checkpoint_name)
-        (staging / "README.md").write_text(card, encoding="utf-8")
-        _verify_reload(model, staging)
-        if output_dir.exists():
-            backup = output_dir.with_name(f".{output_dir.name}.old-{staging.name[-8:]}")
-            output_dir.rename(backup)
-            staging.rename(output_dir)
-            shutil.rmtree(backup)
-        else:
-            staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    if config.num_labels == IMAGENET_NUM_LABELS:
+        config.id2label = imagenet1k_id2label()
+        config.label2id = {label: index for index, label in config.id2label.items()}
+    with torch.device("meta"):  # no random init of weights that are overwritten next
+        model = OverLoCKForImageClassification(config)
+    converted = convert_official_state_dict(state, config, model.state_dict())
+    owned = {  # float32 copies: the model never aliases the caller's tensors
+        key: tensor.to(dtype=torch.float32 if tensor.is_floating_point() else tensor.dtype, copy=True,
+                       memory_format=torch.contiguous_format)
+        for key, tensor in converted.items()
+    }
+    model.load_state_dict(owned, strict=True, assign=True)
+    return model.eval()
 
 
 def convert_checkpoint(
@@ -133,4 +87,34 @@ def convert_checkpoint(
     model = load_official_model(checkpoint, variant=variant, use_ema=use_ema)
     if reparameterize:
         model.reparameterize()
-    return write_model_folder(model, output_dir, overwrite=overwrite, checkpoint_name=Path(checkpoint).name)
+    return write_model_folder(model, output_dir, overwrite=overwrite, source=checkpoint,
+                              derivation="converted from the checkpoint")
+
+
+def reparameterize_folder(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """A plain model folder -> the folded one (``overlock-hf reparameterize FOLDER OUTPUT_DIR``); returns it.
+
+    Every DilatedReparam is folded (:meth:`OverLoCKPreTrainedModel.reparameterize`); the folded model's logits
+    must match the plain model's within ``1e-5 * max|logits|`` on a random input before anything is written, and
+    the folder is written and verified by :func:`overlock_hf.export.write_model_folder` (same processor crop).
+    """
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if not (folder / "config.json").is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (it needs config.json and model.safetensors)")
+    with quiet_progress_bars():
+        model = OverLoCKForImageClassification.from_pretrained(folder).eval()
+    if model.config.reparameterized:
+        raise ValueError(f"{folder} is already re-parameterized (config.json: reparameterized = true)")
+    pixels = torch.randn(VERIFY_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(pixel_values=pixels).logits
+        folded = model.reparameterize()(pixel_values=pixels).logits
+    relative = float((plain - folded).abs().max() / plain.abs().max())
+    if not relative <= 1e-5:
+        raise RuntimeError(f"re-parameterizing {folder} changed the logits by {relative:.3g} * max|logits| (> 1e-5)")
+    return write_model_folder(
+        model, output_dir, overwrite=overwrite, image_size=read_image_size(folder), source=weights,
+        source_name=f"{folder.name}/model.safetensors",
+        derivation=f"re-parameterized (logits changed by {relative:.1e} x max|logits|) from the plain weights",
+    )

@@ -18,23 +18,21 @@ The ``overlock-hf push`` and ``push-kernel`` commands (:mod:`overlock_hf.cli.hub
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .export import check_model_folder
+
 __all__ = [
-    "HubPublishError", "PushResult", "check_model_folder", "kernel_variants", "push_kernel",
+    "HubPublishError", "PushResult", "check_hub_login", "check_model_folder", "kernel_variants", "push_kernel",
     "push_model",
 ]
 
-REQUIRED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
-REQUIRED_AUTO_MAP = ("AutoConfig", "AutoModel", "AutoModelForImageClassification")
 IGNORE_PATTERNS = [
     "*.pyc", "__pycache__", "*/__pycache__/*", "__pycache__/*", ".DS_Store", "*/.DS_Store",
     ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*",
 ]
-_RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import\s", re.MULTILINE)
 
 
 class HubPublishError(RuntimeError):
@@ -57,15 +55,21 @@ class PushResult:
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the Hub request failed": HTTP errors and the HTTP library's transport errors."""
-    from huggingface_hub.errors import HfHubHTTPError
+    """Exceptions that mean "the Hub request failed": the client's HTTP errors (status and transport), a missing
+    token and offline mode. Deliberately not every ``OSError`` / ``ValueError``: a bug or a bad argument in this
+    package must surface as itself, not as "check the endpoint and token"."""
+    from huggingface_hub import errors as hub_errors
 
-    errors: list[type[BaseException]] = [HfHubHTTPError, OSError, ValueError]
-    for module_name in ("httpx2", "httpx"):  # whichever HTTP client huggingface_hub loaded
+    found: list[type[BaseException]] = [hub_errors.HfHubHTTPError, hub_errors.LocalTokenNotFoundError]
+    for name in ("HTTPError", "OfflineModeIsEnabled"):  # huggingface_hub 1.x re-exports httpx's HTTPError
+        if isinstance(getattr(hub_errors, name, None), type):
+            found.append(getattr(hub_errors, name))
+    # whichever HTTP client huggingface_hub loaded: httpx / httpx2 (1.x), requests (0.x)
+    for module_name, attribute in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
         module = sys.modules.get(module_name)
-        if module is not None and hasattr(module, "HTTPError"):
-            errors.append(module.HTTPError)
-    return tuple(errors)
+        if module is not None and isinstance(getattr(module, attribute, None), type):
+            found.append(getattr(module, attribute))
+    return tuple(found)
 
 
 class _Step:
@@ -113,48 +117,24 @@ def _api(token: str | None, endpoint: str | None):
     return HfApi(endpoint=endpoint, token=token)
 
 
-def check_model_folder(folder: str | Path) -> Path:
-    """Check that ``folder`` is a complete, loadable model folder before anything is uploaded.
+def check_hub_login(token: str | None = None, endpoint: str | None = None) -> str:
+    """Ask the Hub who the token belongs to (one request, nothing written); returns the user name.
 
-    Required: ``config.json`` whose ``auto_map`` names ``AutoConfig``, ``AutoModel`` and
-    ``AutoModelForImageClassification``; every module it references (``module.Class`` -> ``module.py``) and every
-    module those import relatively (``from .x import``), so that ``trust_remote_code`` loading works;
-    ``model.safetensors``, ``preprocessor_config.json`` and ``README.md``. Raises ``FileNotFoundError`` /
-    ``ValueError`` naming what is missing; returns the folder as a ``Path``.
+    Raises :class:`HubPublishError` when the endpoint does not answer, there is no token, the Hub rejects it,
+    or it is a read-only token. Used before long jobs that push at their end (``--push_to_hub``).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    missing = [name for name in REQUIRED_MODEL_FILES if not (folder / name).is_file()]
-    if missing:
-        hint = " (write the card with overlock_hf.model_card.write_model_card)" if "README.md" in missing else ""
-        raise FileNotFoundError(
-            f"{folder} is not a complete converted model folder: missing {', '.join(missing)}{hint}"
-        )
+    api = _api(token, endpoint)
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{folder / 'config.json'} is not valid JSON: {error}") from error
-    auto_map = config.get("auto_map") or {}
-    absent = [name for name in REQUIRED_AUTO_MAP if name not in auto_map]
-    if absent:
-        raise ValueError(
-            f"{folder / 'config.json'}: auto_map lacks {', '.join(absent)}; without them the model cannot be loaded "
-            "with trust_remote_code=True (save with OverLoCKPreTrainedModel.save_pretrained, which writes the full map)"
-        )
-    references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
-    modules = {str(reference).split("--")[-1].rsplit(".", 1)[0] for reference in references}
-    pending, seen = sorted(modules), set()
-    while pending:
-        module = pending.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = folder / f"{module}.py"
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder} lacks {path.name}, code that trust_remote_code loading needs")
-        pending.extend(_RELATIVE_IMPORT.findall(path.read_text(encoding="utf-8")))
-    return folder
+        info = api.whoami()
+    except _hub_errors() as error:
+        raise HubPublishError(
+            f"cannot log in to the Hub at {api.endpoint}: {type(error).__name__}: {_first_lines(error, 2)}\n"
+            "Check the endpoint (HF_ENDPOINT, the network) and the token (HF_TOKEN or `hf auth login`)."
+        ) from error
+    role = (info.get("auth") or {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise HubPublishError(f"the token of {info.get('name')} at {api.endpoint} is read-only; use a write token")
+    return str(info.get("name"))
 
 
 def _ensure_branch(api, repo_id: str, repo_type: str, branch: str, source: Path) -> None:

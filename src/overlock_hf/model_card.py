@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .configuration_overlock import RELEASED_TOP1
+from .configuration_overlock import VARIANTS
 
 __all__ = [
     "CITATION", "PLACEHOLDER_NAMESPACE", "count_parameters", "render_model_card", "set_card_repo_id",
@@ -48,9 +48,23 @@ def count_parameters(config) -> int:
 
 def _display_name(variant: str | None) -> str:
     """``"overlock-t"`` -> ``"OverLoCK-T"``; a custom configuration is just ``"OverLoCK"``."""
-    if not variant:
-        return "OverLoCK"
-    return "OverLoCK-" + variant.split("-", 1)[-1].upper() if "-" in variant else variant
+    return VARIANTS[variant].display_name if variant in VARIANTS else (variant or "OverLoCK")
+
+
+def _provenance(name: str | None, sha256: str | None, derivation: str, reload_relative_diff: float | None) -> str:
+    """What is known about where the weights come from, and what was measured: nothing more."""
+    if not name:
+        text = "The weights were not converted from a released checkpoint."
+    else:
+        text = f"The weights were {derivation} `{name}`" + (f" (SHA-256 `{sha256}`)" if sha256 else "")
+        text += (f" with `overlock-hf`. This checksum was not compared with the files of the official [GitHub "
+                 f"release v1]({RELEASE_URL}) of [LMMMEng/OverLoCK]({CODE_URL}); compare it yourself before "
+                 "taking these for the released weights.")
+    if reload_relative_diff is not None:
+        text += (" When this folder was written, every tensor of `model.safetensors` was checked to equal the "
+                 "in-memory weights bit for bit, and the reloaded model's logits to match the in-memory model's "
+                 f"(max difference {reload_relative_diff:.1e} x max|logits| on a random input).")
+    return text
 
 
 def render_model_card(
@@ -58,6 +72,9 @@ def render_model_card(
     *,
     repo_id: str | None = None,
     checkpoint_name: str | None = None,
+    checkpoint_sha256: str | None = None,
+    derivation: str = "converted from the checkpoint",
+    reload_relative_diff: float | None = None,
     kernel_repo_id: str | None = None,
     num_parameters: int | None = None,
 ) -> str:
@@ -68,7 +85,10 @@ def render_model_card(
             ``depths``, ``focus_depths`` are read when present.
         repo_id: the Hub repo the card is for (used in the snippets); when unknown, ``"<org>/<variant>"``, which
             :func:`set_card_repo_id` (called by ``overlock_hf.hub.push_model``) fills in at upload time.
-        checkpoint_name: file name of the official checkpoint the weights were converted from, if any.
+        checkpoint_name: name of the file the weights come from (a converted checkpoint), if any.
+        checkpoint_sha256: its SHA-256, stated in the card.
+        derivation: how the weights come from that file ("converted from the checkpoint", ...).
+        reload_relative_diff: the measured ``max|diff| / max|logits|`` of the written folder's reload check.
         kernel_repo_id: the ContMix kernel repo; defaults to ``"<namespace of repo_id>/overlock-contmix"``.
         num_parameters: parameter count; computed on the meta device when not given.
 
@@ -105,18 +125,12 @@ def render_model_card(
         ("Classes", f"{num_labels}" + (" (ImageNet-1K)" if imagenet else "")),
         ("Evaluation input", "224 x 224"),
     ]
-    if imagenet and variant in RELEASED_TOP1:
-        rows.append(("ImageNet-1K top-1 (paper, released weights)", f"{RELEASED_TOP1[variant]:.1f} %"))
+    if imagenet and variant in VARIANTS:
+        rows.append(("ImageNet-1K top-1 of the released weights (paper; not measured for this file)",
+                     f"{VARIANTS[variant].released_top1:.1f} %"))
     table = "\n".join(["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows])
 
-    if checkpoint_name:
-        provenance = (
-            f"The weights were converted from the official checkpoint `{checkpoint_name}` ([GitHub release v1]"
-            f"({RELEASE_URL}) of [LMMMEng/OverLoCK]({CODE_URL})) with the `overlock-hf` converter, whose test suite "
-            "checks the converted model against the outputs of the official implementation."
-        )
-    else:
-        provenance = "The weights were not converted from a released checkpoint."
+    provenance = _provenance(checkpoint_name, checkpoint_sha256, derivation, reload_relative_diff)
     reparam_note = (
         "These weights are re-parameterized: every dilated large-kernel branch is folded into one depthwise "
         "convolution, for inference. Fine-tune from the plain checkpoint instead."

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BackboneOutput
 from transformers.utils import ModelOutput
 
-from .configuration_overlock import OverLoCKConfig
+from .configuration_overlock import FEATURE_MAPS, LEGACY_STAGE_NAMES, OverLoCKConfig
 from .contmix import ContMix
 from .depthwise_conv import OverLoCKDepthwiseConv2d
 
@@ -37,7 +37,8 @@ MIN_IMAGE_SIZE = 32  # the network downsamples by 32
 
 # Every saved folder carries these files and this map, so it loads with `trust_remote_code=True` anywhere.
 CODE_FILES = (
-    "configuration_overlock.py", "modeling_overlock.py", "contmix.py", "contmix_windowed.py", "depthwise_conv.py"
+    "configuration_overlock.py", "modeling_overlock.py", "contmix.py", "contmix_windowed.py", "depthwise_conv.py",
+    "imagenet_labels.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_overlock.OverLoCKConfig",
@@ -50,21 +51,25 @@ AUTO_MAP = {
 # ---------------------------------------------------------------------------------------------------- outputs
 @dataclass
 class OverLoCKModelOutput(ModelOutput):
-    """Output of :class:`OverLoCKModel`.
+    """Output of :class:`OverLoCKModel`. The feature maps are named in `FEATURE_MAPS` (configuration_overlock).
 
     Args:
-        last_hidden_state: Focus-Net output, `(B, C4 + C4/4, H/32, W/32)`.
-        pooler_output: its global average, `(B, C4 + C4/4)`.
-        overview_hidden_state: Overview-Net output (stage 4), `(B, C4, H/32, W/32)`.
-        hidden_states: when asked, `(stem, stage1, stage2, stage3, stage4, focus_stride16, focus_stride32)`;
-            `stage3` is the Base-Net output, `stage4` the Overview-Net output, `focus_stride16` the
-            concatenated `[x, context]` after the stride-16 Focus-Net stage, `focus_stride32` the Focus-Net output.
+        last_hidden_state: Focus-Net output (`focus_stride32`), `(B, C4 + Cc, H/32, W/32)`, `Cc = C4 / 4`.
+        pooler_output: its global average, `(B, C4 + Cc)`.
+        overview_hidden_state: Overview-Net output (`overview`, base stage 4), `(B, C4, H/32, W/32)`.
+        hidden_states: when asked, the seven maps in `FEATURE_MAPS` order: `(stem, base_stride4, base_stride8,
+            base_stride16, overview, focus_stride16, focus_stride32)`.
+        base_hidden_state: Base-Net output (`base_stride16`, base stage 3), `(B, C3, H/16, W/16)`.
+        focus_stride16_hidden_state: `[x, context]` after the stride-16 Focus-Net stage (`focus_stride16`),
+            `(B, C3 + Cc, H/16, W/16)`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     overview_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    base_hidden_state: torch.FloatTensor | None = None
+    focus_stride16_hidden_state: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -673,12 +678,12 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
         overview = self.overview_net(stage3)
         focus16, focus = self.focus_net(stage3, overview)
         pooled = focus.mean(dim=(2, 3))
-        hidden_states = (stem, stage1, stage2, stage3, overview, focus16, focus) if output_hidden_states else None
+        maps = (stem, stage1, stage2, stage3, overview, focus16, focus)  # FEATURE_MAPS order
+        hidden_states = maps if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (focus, pooled, overview, hidden_states) if v is not None)
-        return OverLoCKModelOutput(
-            last_hidden_state=focus, pooler_output=pooled, overview_hidden_state=overview, hidden_states=hidden_states
-        )
+        named = {info["output"]: tensor for info, tensor in zip(FEATURE_MAPS.values(), maps) if info["output"]}
+        return OverLoCKModelOutput(pooler_output=pooled, hidden_states=hidden_states, **named)
 
 
 class OverLoCKClassifierHead(nn.Module):
@@ -758,10 +763,12 @@ class OverLoCKForImageClassification(OverLoCKPreTrainedModel):
 class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
     """OverLoCK as a dense-prediction backbone (the released Mask R-CNN / UperNet layout).
 
-    Stages: `stem` (stride 4, C1), `stage1` (stride 4, C1), `stage2` (stride 8, C2), `stage3` (stride 16,
-    `LN2d([x, context])` after the stride-16 Focus-Net stage, C3 + Cc) and `stage4` (stride 32, the Focus-Net
-    output through its own LN2d, C4 + Cc). Every selected feature except `stem` passes through its own extra
-    LayerNorm, as in the released detection/segmentation models.
+    Stages (`config.stage_names`, named in `FEATURE_MAPS` after the network that produces them; former names in
+    brackets, still accepted with a FutureWarning): `stem` (stride 4, C1), `base_stride4` [`stage1`] (stride 4,
+    C1), `base_stride8` [`stage2`] (stride 8, C2), `focus_stride16` [`stage3`] (stride 16, `[x, context]` after
+    the stride-16 Focus-Net stage, C3 + Cc) and `focus_stride32` [`stage4`] (stride 32, the Focus-Net output,
+    C4 + Cc). Every selected feature except `stem` passes through its own extra LayerNorm, as in the released
+    detection/segmentation models.
     """
 
     has_attentions = False
@@ -769,15 +776,15 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
     def __init__(self, config: OverLoCKConfig):
         super().__init__(config)
         self.overlock = OverLoCKModel(config)
-        context = config.context_dim
-        c1, c2, c3, c4 = config.hidden_sizes
         if hasattr(self, "_init_backbone"):  # transformers 4.x (it resets `num_features` to None: call it first)
             self._init_backbone(config)
-        self.num_features = [c1, c1, c2, c3 + context, c4 + context]
+        channels = config.feature_map_channels()
+        self.num_features = [channels[name] for name in config.stage_names]
         self.feature_norms = nn.ModuleDict(
-            {name: OverLoCKLayerNorm2d(self.num_features[i], eps=config.layer_norm_eps)
-             for i, name in enumerate(config.stage_names) if name in self.out_features and name != "stem"}
+            {name: OverLoCKLayerNorm2d(channels[name], eps=config.layer_norm_eps)
+             for name in config.stage_names if name in self.out_features and name != "stem"}
         )
+        self.feature_norms.register_load_state_dict_pre_hook(_rename_legacy_norms)
         self.post_init()
 
     @property
@@ -797,8 +804,7 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         outputs = self.overlock(pixel_values, output_hidden_states=True, return_dict=True)
-        stem, stage1, stage2, _, _, focus16, focus = outputs.hidden_states
-        by_name = dict(zip(self.config.stage_names, (stem, stage1, stage2, focus16, focus)))
+        by_name = dict(zip(FEATURE_MAPS, outputs.hidden_states))
         feature_maps = tuple(
             self.feature_norms[name](by_name[name]) if name in self.feature_norms else by_name[name]
             for name in self.out_features
@@ -807,6 +813,14 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
         if not return_dict:
             return (feature_maps,) + ((hidden_states,) if hidden_states is not None else ())
         return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=None)
+
+
+def _rename_legacy_norms(module, state_dict, prefix, *args) -> None:
+    """`load_state_dict` of weights saved under the former stage names (`feature_norms.stage1.weight`, ...)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        stage, _, rest = key[len(prefix):].partition(".")
+        if stage in LEGACY_STAGE_NAMES:
+            state_dict[f"{prefix}{LEGACY_STAGE_NAMES[stage]}.{rest}"] = state_dict.pop(key)
 
 
 __all__ = [

@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "convert",
     "kernel",
     "hub",
+    "evaluate",
+    "analysis",
 )
 
 DESCRIPTION = (

@@ -4,7 +4,7 @@
 (`sklearn.metrics.accuracy_score`, optionally weighted or as a count) and loads without a network:
 
     import evaluate
-    from overlock_hf.finetuning import accuracy_metric_path
+    from overlock_hf.training import accuracy_metric_path
 
     accuracy = evaluate.load(accuracy_metric_path())
     accuracy.compute(predictions=[0, 1, 1], references=[0, 1, 0])  # {"accuracy": 0.666...}
