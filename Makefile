@@ -1,4 +1,5 @@
 # `make demo` runs the main job, `make test` the test suite. Each sets up .venv on first use.
+# `make benchmark [OFFICIAL_SOURCE=checkout-of-the-released-code] [COMPILE=1]` refreshes benchmarks/RESULTS_*.md.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -49,7 +50,9 @@ demo: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/contmix.py --output benchmarks/RESULTS_contmix.md
-	$(PY) benchmarks/model_throughput.py --output benchmarks/RESULTS_model.md
+	OMP_NUM_THREADS=2 $(PY) benchmarks/model_throughput.py --threads 2 $(if $(OFFICIAL_SOURCE),--official-source $(OFFICIAL_SOURCE)) \
+		$(if $(COMPILE),--compile) --output benchmarks/RESULTS_model.md
+	OMP_NUM_THREADS=2 $(PY) benchmarks/profile_model.py --threads 2 --output benchmarks/PROFILE_after.md
 
 clean:
 	rm -rf $(VENV) $(VENV457) .kernel-build demo_output

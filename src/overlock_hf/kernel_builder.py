@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ except ModuleNotFoundError:  # Python 3.10
 __all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "available_backends", "build_kernel"]
 
 DEFAULT_SOURCE_DIR = Path(__file__).resolve().parent / "contmix_kernel"  # package data: in wheels and checkouts
-_BUILDER_REVISION = "1"  # bump when the layout or flags below change, so cached builds are redone
+_BUILDER_REVISION = "2"  # bump when the layout or flags below change, so cached builds are redone
 _CPU_CFLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DPy_LIMITED_API=0x03090000"]
 _CUDA_CFLAGS = ["-O3", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DCUDA_KERNEL", "--expt-relaxed-constexpr"]
 _LDFLAGS = ["-fopenmp"]
@@ -118,13 +119,45 @@ def _kernel_sections(config: dict, backend: str) -> list[dict]:
     return [section for section in kernels if section.get("backend") in {"cpu", backend}]
 
 
+# First nvcc release that accepts each compute capability, and the last one that still does (nvcc 13 dropped
+# Maxwell, Pascal and Volta). A capability outside its range is left out of the build instead of failing it.
+_NVCC_FIRST = {"8.0": (11, 0), "8.6": (11, 1), "8.7": (11, 4), "8.9": (11, 8), "9.0": (11, 8), "10.0": (12, 8),
+               "10.3": (12, 9), "11.0": (13, 0), "12.0": (12, 8), "12.1": (12, 9)}
+_NVCC_LAST = {cap: (12, 9) for cap in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2")}
+
+
+def nvcc_version(nvcc: str | None = None) -> tuple[int, int] | None:
+    """``(major, minor)`` of the nvcc that torch's extension builder uses, or None when there is none."""
+    if nvcc is None:
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        nvcc = str(Path(CUDA_HOME) / "bin" / "nvcc") if CUDA_HOME else shutil.which("nvcc")
+    if not nvcc or not Path(nvcc).exists():
+        return None
+    output = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"release (\d+)\.(\d+)", output)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def cuda_gencode_flags(capabilities: list[str], version: tuple[int, int] | None) -> list[str]:
+    """``-gencode`` flags: SASS for every capability this nvcc ``version`` accepts, plus PTX of the newest one
+    (JIT-compiled by the driver on GPUs newer than the list, instead of failing with "no kernel image")."""
+    ordered = sorted(set(capabilities), key=lambda cap: tuple(int(part) for part in cap.split(".")))
+    if version is not None:
+        ordered = [cap for cap in ordered
+                   if _NVCC_FIRST.get(cap, (0, 0)) <= version <= _NVCC_LAST.get(cap, (99, 99))]
+    if not ordered:
+        raise RuntimeError(f"nvcc {version} accepts none of the CUDA capabilities {capabilities} of build.toml")
+    flags = [f"-gencode=arch=compute_{cap.replace('.', '')},code=sm_{cap.replace('.', '')}" for cap in ordered]
+    newest = ordered[-1].replace(".", "")
+    return flags + [f"-gencode=arch=compute_{newest},code=compute_{newest}"]
+
+
 def _cuda_flags(sections: list[dict]) -> tuple[list[str], list[str]]:
-    """nvcc ``-gencode`` flags from ``cuda-capabilities`` and the extra CUDA include dirs of the pip wheels."""
-    capabilities = sorted({cap for section in sections for cap in section.get("cuda-capabilities", [])})
-    gencode = []
-    for cap in capabilities:
-        arch = cap.replace(".", "")
-        gencode += [f"-gencode=arch=compute_{arch},code=sm_{arch}"]
+    """nvcc ``-gencode`` flags from ``cuda-capabilities`` (filtered by the nvcc version, PTX of the newest) and
+    the extra CUDA include dirs of the pip wheels."""
+    capabilities = [cap for section in sections for cap in section.get("cuda-capabilities", [])]
+    gencode = cuda_gencode_flags(capabilities, nvcc_version())
     includes = []
     for entry in sys.path:  # the system CUDA may lack headers (cusparse.h) that torch's headers include
         candidate = Path(entry) / "nvidia" / "cu13" / "include"
