@@ -196,3 +196,30 @@ def test_cli_convert_and_error(tmp_path):
     assert failed.returncode == 1
     assert "cannot read checkpoint" in failed.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("extra, crop_pct", [(["--image-size", "384"], 1.0),
+                                             (["--image-size", "384", "--crop-pct", "0.9"], 0.9)])
+def test_cli_convert_for_384_inputs(tmp_path, extra, crop_pct):
+    """`convert --image-size 384` writes a processor that resizes and crops to 384 (Table G: crop_pct 1.0 default)."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from overlock_hf.cli import main as cli_main
+
+    out = tmp_path / "tiny-384"
+    assert cli_main(["convert", str(fixture_path("tiny_official.pth")), str(out), *extra]) == 0
+    assert OverLoCKConfig.from_pretrained(out).crop_pct == crop_pct
+    processor = AutoImageProcessor.from_pretrained(out)
+    pixels = processor(Image.new("RGB", (500, 375), (120, 30, 200)), return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 384, 384)
+    with torch.no_grad():
+        assert OverLoCKForImageClassification.from_pretrained(out)(pixels).logits.isfinite().all()
+
+
+def test_cli_convert_rejects_a_bad_crop_pct(tmp_path, capsys):
+    from overlock_hf.cli import main as cli_main
+
+    out = tmp_path / "never"
+    assert cli_main(["convert", str(fixture_path("tiny_official.pth")), str(out), "--crop-pct", "1.5"]) == 1
+    assert "crop_pct" in capsys.readouterr().err and not out.exists()

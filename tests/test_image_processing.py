@@ -227,7 +227,7 @@ def test_argument_validation():
     with pytest.raises(ValueError, match="crop_pct"):
         make_image_processor(1.5)
     with pytest.raises(ValueError, match="image_size"):
-        make_image_processor(0.95, image_size=384)
+        make_image_processor(0.95, image_size=0)
     with pytest.raises(ValueError, match="backend"):
         make_image_processor(0.95, backend="cv2")
     with pytest.raises(ValueError, match="PIL backend only"):
@@ -277,3 +277,24 @@ def test_saved_exact_config_loads_as_remote_code(tmp_path, images):
     assert type(loaded).__module__ != OverLoCKImageProcessor.__module__  # the copied file, not this package
     for image in images.values():
         assert torch.equal(pixel_values(loaded, image)[0], reference_transform(image, 0.95))
+
+
+@pytest.mark.parametrize("crop_pct", [1.0, 0.95])
+def test_384_processors_resize_then_crop_like_timm(images, crop_pct):
+    """From 384 up the in-tree ConvNext processors warp; ours resize the shorter side and center crop (Table G)."""
+    in_tree, exact = make_image_processor(crop_pct, image_size=384), make_image_processor(crop_pct, 384, exact=True)
+    for (width, height), image in images.items():
+        if min(width, height) < 8:
+            continue
+        expected_floor = reference_transform(image, crop_pct, size=384, rounding="floor")
+        assert torch.equal(pixel_values(in_tree, image)[0], expected_floor), (width, height)
+        expected = reference_transform(image, crop_pct, size=384)
+        assert torch.equal(pixel_values(exact, image)[0], expected), (width, height)
+
+
+def test_384_config_round_trips_through_auto_image_processor(tmp_path, images):
+    save_image_processor(tmp_path, crop_pct=1.0, image_size=384)
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    image = images[(500, 375)]
+    assert pixel_values(loaded, image).shape == (1, 3, 384, 384)
+    assert torch.equal(pixel_values(loaded, image)[0], reference_transform(image, 1.0, size=384, rounding="floor"))

@@ -77,6 +77,8 @@ def convert_checkpoint(
     use_ema: bool = False,
     reparameterize: bool = False,
     overwrite: bool = False,
+    image_size: int = 224,
+    crop_pct: float | None = None,
 ) -> Path:
     """Convert a released checkpoint to a transformers folder; returns the folder.
 
@@ -86,15 +88,25 @@ def convert_checkpoint(
         output_dir: the folder to create (must not exist or be empty unless `overwrite`).
         variant: insist that the checkpoint is this released variant (`overlock-xt`/`-t`/`-s`/`-b`).
         reparameterize: fold the DilatedReparam branches before saving (a plain checkpoint -> `_reparam` folder).
+        image_size: the evaluation crop of the written `preprocessor_config.json` (384 for a model fine-tuned at
+            384, Table G; ContMix itself needs no change of resolution).
+        crop_pct: the evaluation crop fraction, recorded in the config and the processor (default: the
+            variant's at 224, 1.0 from 384 up, as timm's 384 models).
     Raises:
         CheckpointError (a ValueError) naming missing / unexpected / mis-shaped keys, an unreadable file or a
         variant mismatch; nothing is written then.
     """
     check_target(output_dir, overwrite)  # before the slow part
+    if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32 (the network downsamples by 32), got {image_size!r}")
     model = load_official_model(checkpoint, variant=variant, use_ema=use_ema)
+    if crop_pct is not None or image_size >= 384:
+        model.config.crop_pct = crop_pct if crop_pct is not None else 1.0
     if reparameterize:
         model.reparameterize()
-    return write_model_folder(model, output_dir, overwrite=overwrite, source=checkpoint,
+    return write_model_folder(model, output_dir, overwrite=overwrite, source=checkpoint, image_size=image_size,
                               derivation="converted from the checkpoint")
 
 

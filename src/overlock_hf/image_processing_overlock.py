@@ -28,10 +28,11 @@ from PIL import Image
 from transformers.image_utils import PILImageResampling, SizeDict
 
 try:  # transformers >= 5 splits the PIL backend into its own class
-    from transformers import ConvNextImageProcessorPil
+    from transformers import BitImageProcessorPil, ConvNextImageProcessorPil
 
     _HAS_PIL_BACKEND_CLASS = True
-except ImportError:  # transformers 4.x: the (slow) ConvNextImageProcessor is the PIL/NumPy one
+except ImportError:  # transformers 4.x: the (slow) processors are the PIL/NumPy ones
+    from transformers import BitImageProcessor as BitImageProcessorPil
     from transformers import ConvNextImageProcessor as ConvNextImageProcessorPil
 
     _HAS_PIL_BACKEND_CLASS = False
@@ -102,14 +103,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def image_processor_kwargs(crop_pct: float, image_size: int = 224) -> dict:
-    """The settings of the official evaluation transform for a crop fraction, as image-processor kwargs.
+    """The settings of the official evaluation transform for a crop fraction, as `ConvNextImageProcessor` /
+    `OverLoCKImageProcessor` kwargs (shorter side to `int(image_size / crop_pct)`, center crop `image_size`).
 
-    `image_size` must be below 384: transformers' ConvNext processors warp (resize without crop) from 384 up.
+    The in-tree ConvNext processors apply `crop_pct` below 384 only (from 384 up they warp the image to a
+    square); :func:`make_image_processor` uses `BitImageProcessor` there instead (:func:`_crop_kwargs`).
     """
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
-    if not 0 < image_size < 384:
-        raise ValueError(f"image_size must be in [1, 383] (ConvNext processors warp from 384 up), got {image_size!r}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     return {
         "do_resize": True,
         "size": {"shortest_edge": image_size},
@@ -123,6 +126,15 @@ def image_processor_kwargs(crop_pct: float, image_size: int = 224) -> dict:
         "image_std": list(IMAGENET_DEFAULT_STD),
         "do_convert_rgb": True,
     }
+
+
+def _crop_kwargs(crop_pct: float, image_size: int) -> dict:
+    """The same transform as `BitImageProcessor` kwargs: an explicit resize of the shorter side, then a crop."""
+    kwargs = image_processor_kwargs(crop_pct, image_size)
+    del kwargs["crop_pct"]
+    kwargs.update(size={"shortest_edge": int(image_size / crop_pct)}, do_center_crop=True,
+                  crop_size={"height": image_size, "width": image_size})
+    return kwargs
 
 
 class OverLoCKImageProcessor(ConvNextImageProcessorPil):
@@ -166,9 +178,10 @@ class OverLoCKImageProcessor(ConvNextImageProcessorPil):
         return image[..., top : top + size.height, left : left + size.width]
 
     def resize(self, image: np.ndarray, size, resample=None, crop_pct: float = 0.925, **kwargs) -> np.ndarray:
-        """Below 384: resize the shorter side to `int(shortest_edge / crop_pct)`, then `center_crop`; else warp."""
+        """Resize the shorter side to `int(shortest_edge / crop_pct)`, then `center_crop`, at every size (the
+        in-tree class warps from 384 up instead)."""
         shortest_edge = size.shortest_edge
-        if not shortest_edge or shortest_edge >= 384:
+        if not shortest_edge:
             return super().resize(image, size, resample, crop_pct, **kwargs)
         height, width = image.shape[-2:]
         short, long = (width, height) if width <= height else (height, width)
@@ -188,7 +201,8 @@ def make_image_processor(
 
     Args:
         crop_pct: the variant's evaluation crop fraction (`OverLoCKConfig.crop_pct`; 0.925 XT, 0.95 T/S, 0.975 B).
-        image_size: the crop size (224 for the released models).
+        image_size: the crop size (224 for the released models; from 384 up, where the in-tree ConvNext
+            processors warp, the in-tree `BitImageProcessor` with the same resize-then-crop transform).
         backend: `"pil"` (bit-exact with the official transform up to the crop offset) or `"torchvision"`
             (the in-tree torch backend: faster, within about one grey level; needs torchvision).
         exact: return `OverLoCKImageProcessor` (official crop offset; PIL backend only).
@@ -200,10 +214,16 @@ def make_image_processor(
         if backend != "pil":
             raise ValueError("the exact processor exists for the PIL backend only (backend='pil')")
         return OverLoCKImageProcessor(**kwargs)
+    if backend == "torchvision" and not _HAS_PIL_BACKEND_CLASS:
+        raise ValueError("transformers 4.x: use backend='pil' (its fast processors are not configured here)")
+    if image_size >= 384:  # ConvNext would warp: the in-tree resize-then-crop processor
+        if backend == "pil":
+            return BitImageProcessorPil(**_crop_kwargs(crop_pct, image_size))
+        from transformers import BitImageProcessor  # the torchvision backend; imported here as it needs torchvision
+
+        return BitImageProcessor(**_crop_kwargs(crop_pct, image_size))
     if backend == "pil":
         return ConvNextImageProcessorPil(**kwargs)
-    if not _HAS_PIL_BACKEND_CLASS:
-        raise ValueError("transformers 4.x: use backend='pil' (its ConvNextImageProcessorFast is not configured here)")
     from transformers import ConvNextImageProcessor  # the torchvision backend; imported here as it needs torchvision
 
     return ConvNextImageProcessor(**kwargs)

@@ -25,7 +25,8 @@ def _describe(folder) -> str:
 def _run_convert(args: argparse.Namespace) -> int:
     folder = convert_checkpoint(
         args.checkpoint, args.output_dir, variant=args.variant, use_ema=args.ema,
-        reparameterize=args.reparameterize, overwrite=args.overwrite,
+        reparameterize=args.reparameterize, overwrite=args.overwrite, image_size=args.image_size,
+        crop_pct=args.crop_pct,
     )
     print(f"converted {args.checkpoint} -> {folder} ({_describe(folder)})")
     if args.push_to_hub:
@@ -53,6 +54,11 @@ def add_commands(subparsers) -> None:
                         help=f"insist that the checkpoint is this variant ({', '.join(VARIANTS)}; `xt` ... also work)")
     parser.add_argument("--ema", action="store_true", help="convert `state_dict_ema` instead of the model weights")
     parser.add_argument("--reparameterize", action="store_true", help="fold DilatedReparam branches before saving")
+    parser.add_argument("--image-size", type=int, default=224, metavar="N",
+                        help="evaluation crop of preprocessor_config.json (default: %(default)s; 384 for a model "
+                        "fine-tuned at 384)")
+    parser.add_argument("--crop-pct", type=float, default=None, metavar="F",
+                        help="evaluation crop fraction (default: the variant's at 224, 1.0 from 384 up)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing model folder (refused if it holds files the writer does not write)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repo")
