@@ -1,10 +1,14 @@
 # `make demo` runs the main job, `make test` the test suite. Each sets up .venv on first use.
+# `make benchmark [OFFICIAL_SOURCE=checkout-of-the-released-code] [COMPILE=1]` refreshes benchmarks/RESULTS_*.md.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # The transformers 4.57 leg: a second venv and the tests that concern the model's transformers integration.
+# CPU threads of the demo's one process (named explicitly: accelerate warns when it picks a default)
+DEMO_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
+
 VENV457 ?= .venv-457
 PY457 := $(VENV457)/bin/python
 STAMP457 := $(VENV457)/.installed
@@ -40,12 +44,15 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or gpu" -q
 
 demo: $(STAMP)
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --num_cpu_threads_per_process $(DEMO_THREADS) \
+		--mixed_precision no --dynamo_backend no \
 		examples/finetune_accelerate.py --output_dir demo_output
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/contmix.py --output benchmarks/RESULTS_contmix.md
-	$(PY) benchmarks/model_throughput.py --output benchmarks/RESULTS_model.md
+	OMP_NUM_THREADS=2 $(PY) benchmarks/model_throughput.py --threads 2 $(if $(OFFICIAL_SOURCE),--official-source $(OFFICIAL_SOURCE)) \
+		$(if $(COMPILE),--compile) --output benchmarks/RESULTS_model.md
+	OMP_NUM_THREADS=2 $(PY) benchmarks/profile_model.py --threads 2 --output benchmarks/PROFILE_after.md
 
 clean:
 	rm -rf $(VENV) $(VENV457) .kernel-build demo_output

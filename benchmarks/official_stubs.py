@@ -39,7 +39,7 @@ class DropPath(nn.Module):
 
 
 def _groups(side: str) -> list[list[str]]:
-    return [group.split() if group is not None else [name]
+    return [group.split() if group else [name]
             for group, name in re.findall(r"\(([^)]*)\)|(\w+)", side)]
 
 

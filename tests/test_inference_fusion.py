@@ -49,7 +49,8 @@ def test_fused_classifier_equals_unfolded(size):
 
 
 def test_fused_backbone_equals_unfolded():
-    model = _randomized(OverLoCKBackbone(tiny_config(out_features=["stem", "stage1", "stage2", "stage3", "stage4"])))
+    features = ["stem", "base_stride4", "base_stride8", "focus_stride16", "focus_stride32"]
+    model = _randomized(OverLoCKBackbone(tiny_config(out_features=features)))
     fused = fuse_for_inference(copy.deepcopy(model))
     assert _batch_norms(fused) == []
     pixels = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(2))

@@ -1,8 +1,8 @@
 """Build the fused ContMix kernel into a kernels-hub layout without nix/kernel-builder.
 
-``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``<repo>/contmix_kernel``,
-described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed torch and lays it out
-the way ``kernels`` expects::
+``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``overlock_hf/contmix_kernel``,
+shipped with the package, described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed
+torch and lays it out the way ``kernels`` expects::
 
     OUTPUT_DIR/build/torch{MAJOR}{MINOR}-cxx11-cpu-x86_64-linux/
         __init__.py  functional.py  layers.py  _ops.py  _overlock_contmix_cpu_<uid>.abi3.so  metadata.json
@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +41,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 __all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "available_backends", "build_kernel"]
 
-DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "contmix_kernel"
-_BUILDER_REVISION = "1"  # bump when the layout or flags below change, so cached builds are redone
+DEFAULT_SOURCE_DIR = Path(__file__).resolve().parent / "contmix_kernel"  # package data: in wheels and checkouts
+_BUILDER_REVISION = "2"  # bump when the layout or flags below change, so cached builds are redone
 _CPU_CFLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DPy_LIMITED_API=0x03090000"]
 _CUDA_CFLAGS = ["-O3", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DCUDA_KERNEL", "--expt-relaxed-constexpr"]
 _LDFLAGS = ["-fopenmp"]
@@ -118,13 +119,45 @@ def _kernel_sections(config: dict, backend: str) -> list[dict]:
     return [section for section in kernels if section.get("backend") in {"cpu", backend}]
 
 
+# First nvcc release that accepts each compute capability, and the last one that still does (nvcc 13 dropped
+# Maxwell, Pascal and Volta). A capability outside its range is left out of the build instead of failing it.
+_NVCC_FIRST = {"8.0": (11, 0), "8.6": (11, 1), "8.7": (11, 4), "8.9": (11, 8), "9.0": (11, 8), "10.0": (12, 8),
+               "10.3": (12, 9), "11.0": (13, 0), "12.0": (12, 8), "12.1": (12, 9)}
+_NVCC_LAST = {cap: (12, 9) for cap in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2")}
+
+
+def nvcc_version(nvcc: str | None = None) -> tuple[int, int] | None:
+    """``(major, minor)`` of the nvcc that torch's extension builder uses, or None when there is none."""
+    if nvcc is None:
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        nvcc = str(Path(CUDA_HOME) / "bin" / "nvcc") if CUDA_HOME else shutil.which("nvcc")
+    if not nvcc or not Path(nvcc).exists():
+        return None
+    output = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"release (\d+)\.(\d+)", output)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def cuda_gencode_flags(capabilities: list[str], version: tuple[int, int] | None) -> list[str]:
+    """``-gencode`` flags: SASS for every capability this nvcc ``version`` accepts, plus PTX of the newest one
+    (JIT-compiled by the driver on GPUs newer than the list, instead of failing with "no kernel image")."""
+    ordered = sorted(set(capabilities), key=lambda cap: tuple(int(part) for part in cap.split(".")))
+    if version is not None:
+        ordered = [cap for cap in ordered
+                   if _NVCC_FIRST.get(cap, (0, 0)) <= version <= _NVCC_LAST.get(cap, (99, 99))]
+    if not ordered:
+        raise RuntimeError(f"nvcc {version} accepts none of the CUDA capabilities {capabilities} of build.toml")
+    flags = [f"-gencode=arch=compute_{cap.replace('.', '')},code=sm_{cap.replace('.', '')}" for cap in ordered]
+    newest = ordered[-1].replace(".", "")
+    return flags + [f"-gencode=arch=compute_{newest},code=compute_{newest}"]
+
+
 def _cuda_flags(sections: list[dict]) -> tuple[list[str], list[str]]:
-    """nvcc ``-gencode`` flags from ``cuda-capabilities`` and the extra CUDA include dirs of the pip wheels."""
-    capabilities = sorted({cap for section in sections for cap in section.get("cuda-capabilities", [])})
-    gencode = []
-    for cap in capabilities:
-        arch = cap.replace(".", "")
-        gencode += [f"-gencode=arch=compute_{arch},code=sm_{arch}"]
+    """nvcc ``-gencode`` flags from ``cuda-capabilities`` (filtered by the nvcc version, PTX of the newest) and
+    the extra CUDA include dirs of the pip wheels."""
+    capabilities = [cap for section in sections for cap in section.get("cuda-capabilities", [])]
+    gencode = cuda_gencode_flags(capabilities, nvcc_version())
     includes = []
     for entry in sys.path:  # the system CUDA may lack headers (cusparse.h) that torch's headers include
         candidate = Path(entry) / "nvidia" / "cu13" / "include"
@@ -177,18 +210,26 @@ def _is_current(variant_dir: Path, kernel_id: str) -> bool:
         return False
 
 
-def _compile(spec: dict, env: dict) -> Path:
-    result = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(spec)], env=env, capture_output=not spec["verbose"],
-        text=True,
-    )
-    if result.returncode != 0:
-        log = "" if spec["verbose"] else (result.stdout + result.stderr)[-8000:]
-        raise RuntimeError(f"building the ContMix kernel ({spec['name']}) failed:\n{log}")
-    return Path(spec["build_directory"]) / f"{spec['name']}.so"
+@dataclass(frozen=True)
+class _BuildPlan:
+    """Everything one variant's build needs, decided before compiling: sources, flags, op id, target folder."""
+
+    name: str
+    version: int
+    license: str
+    backend: str
+    kernel_id: str
+    package: Path
+    sources: list[str]
+    include_paths: list[str]
+    cflags: list[str]
+    cuda_cflags: list[str]
+    ldflags: list[str]
+    variant_dir: Path
 
 
-def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Path, force: bool, verbose: bool):
+def _plan(source_dir: Path, config: dict, backend: str, output_dir: Path) -> _BuildPlan:
+    """Read what ``build.toml`` lists for ``backend``, check the files exist, derive flags and the build id."""
     general = config["general"]
     name = general["name"]
     package = _package_dir(source_dir, name)
@@ -212,44 +253,60 @@ def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Pat
         backend,
         _source_hash(source_dir, files, package, [*cflags, *cuda_cflags, *ldflags], backend),
     )
-    variant_dir = output_dir / "build" / _variant_name(backend)
-    if not force and _is_current(variant_dir, kernel_id):
-        return KernelVariant(variant_dir, kernel_id, backend, rebuilt=False)
+    return _BuildPlan(
+        name=name, version=int(general.get("version", 1)), license=general.get("license", "Apache-2.0"),
+        backend=backend, kernel_id=kernel_id, package=package,
+        sources=sorted(str(p) for p in files if p.suffix in {".cpp", ".cc", ".cu"}), include_paths=include_paths,
+        cflags=cflags, cuda_cflags=cuda_cflags, ldflags=ldflags,
+        variant_dir=output_dir / "build" / _variant_name(backend),
+    )
 
+
+def _compile(plan: _BuildPlan, scratch: str, verbose: bool) -> Path:
+    """Compile the plan's sources in a fresh interpreter (``torch.utils.cpp_extension.load``) into ``scratch``;
+    returns the shared object."""
+    spec = {
+        "name": plan.kernel_id, "sources": plan.sources, "cflags": plan.cflags, "cuda_cflags": plan.cuda_cflags,
+        "ldflags": plan.ldflags, "include_paths": plan.include_paths, "build_directory": scratch,
+        "with_cuda": plan.backend == "cuda", "verbose": verbose,
+    }
+    env = dict(os.environ)
+    env.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(spec)], env=env, capture_output=not verbose, text=True,
+    )
+    if result.returncode != 0:
+        log = "" if verbose else (result.stdout + result.stderr)[-8000:]
+        raise RuntimeError(f"building the ContMix kernel ({plan.kernel_id}) failed:\n{log}")
+    return Path(scratch) / f"{plan.kernel_id}.so"
+
+
+def _stage(plan: _BuildPlan, shared_object: Path) -> None:
+    """Lay out the variant folder (Python package, ``_ops.py``, the ``.abi3.so``, ``metadata.json``) beside the
+    target and move it into place in one rename: a reader never sees a half-written variant."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{plan.variant_dir.name}-", dir=plan.variant_dir.parent))
+    for module in plan.package.glob("*.py"):
+        shutil.copy2(module, staging / module.name)
+    (staging / "_ops.py").write_text(_ops_module(plan.kernel_id))
+    shutil.copy2(shared_object, staging / f"{plan.kernel_id}.abi3.so")
+    metadata = {
+        "id": plan.kernel_id, "name": plan.name, "version": plan.version, "license": plan.license,
+        "python-depends": [], "backend": {"type": plan.backend},
+    }
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    if plan.variant_dir.exists():
+        shutil.rmtree(plan.variant_dir)
+    staging.rename(plan.variant_dir)
+
+
+def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Path, force: bool, verbose: bool):
+    """Plan, then (unless an up-to-date build is there) compile and stage one variant."""
+    plan = _plan(source_dir, config, backend, output_dir)
+    if not force and _is_current(plan.variant_dir, plan.kernel_id):
+        return KernelVariant(plan.variant_dir, plan.kernel_id, backend, rebuilt=False)
     with tempfile.TemporaryDirectory(prefix="contmix-build-") as scratch:
-        spec = {
-            "name": kernel_id,
-            "sources": sorted(str(p) for p in files if p.suffix in {".cpp", ".cc", ".cu"}),
-            "cflags": cflags,
-            "cuda_cflags": cuda_cflags,
-            "ldflags": ldflags,
-            "include_paths": include_paths,
-            "build_directory": scratch,
-            "with_cuda": backend == "cuda",
-            "verbose": verbose,
-        }
-        env = dict(os.environ)
-        env.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
-        shared_object = _compile(spec, env)
-
-        staging = Path(tempfile.mkdtemp(prefix=f".{variant_dir.name}-", dir=variant_dir.parent))
-        for module in package.glob("*.py"):
-            shutil.copy2(module, staging / module.name)
-        (staging / "_ops.py").write_text(_ops_module(kernel_id))
-        shutil.copy2(shared_object, staging / f"{kernel_id}.abi3.so")
-        metadata = {
-            "id": kernel_id,
-            "name": name,
-            "version": int(general.get("version", 1)),
-            "license": general.get("license", "Apache-2.0"),
-            "python-depends": [],
-            "backend": {"type": backend},
-        }
-        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    if variant_dir.exists():
-        shutil.rmtree(variant_dir)
-    staging.rename(variant_dir)
-    return KernelVariant(variant_dir, kernel_id, backend, rebuilt=True)
+        _stage(plan, _compile(plan, scratch, verbose))
+    return KernelVariant(plan.variant_dir, plan.kernel_id, backend, rebuilt=True)
 
 
 def build_kernel(
@@ -263,7 +320,8 @@ def build_kernel(
 
     Args:
         output_dir: the kernel repository folder to fill (``kernels`` loads it with ``get_local_kernel``).
-        source_dir: the kernel-builder source tree; defaults to ``<repo root>/contmix_kernel``.
+        source_dir: the kernel-builder source tree; defaults to the one shipped with the package
+            (``overlock_hf/contmix_kernel``).
         backends: subset of :func:`available_backends` (default: all of them).
         force: rebuild even when a variant with the same source hash exists.
         verbose: stream the compiler output.

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_overlock import FEATURE_MAPS, LEGACY_STAGE_NAMES, OverLoCKConfig
 from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
+from .depthwise_conv import OverLoCKDepthwiseConv2d
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
     from transformers import initialization as init
@@ -36,7 +37,8 @@ MIN_IMAGE_SIZE = 32  # the network downsamples by 32
 
 # Every saved folder carries these files and this map, so it loads with `trust_remote_code=True` anywhere.
 CODE_FILES = (
-    "configuration_overlock.py", "modeling_overlock.py", "contmix.py", "contmix_windowed.py", "imagenet_labels.py",
+    "configuration_overlock.py", "modeling_overlock.py", "contmix.py", "contmix_windowed.py", "depthwise_conv.py",
+    "imagenet_labels.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_overlock.OverLoCKConfig",
@@ -162,7 +164,7 @@ class OverLoCKSqueezeExcite(nn.Module):
         return x * torch.sigmoid(scale)
 
 
-class OverLoCKResidualDepthwiseConv(nn.Conv2d):
+class OverLoCKResidualDepthwiseConv(OverLoCKDepthwiseConv2d):
     """`y = x + DWConv3x3(x)` (depthwise, with bias)."""
 
     def __init__(self, channels: int, kernel_size: int = 3):
@@ -174,7 +176,8 @@ class OverLoCKResidualDepthwiseConv(nn.Conv2d):
 
 def depthwise_conv(channels: int, kernel_size: int, dilation: int = 1, bias: bool = False) -> nn.Conv2d:
     padding = (dilation * (kernel_size - 1) + 1) // 2
-    return nn.Conv2d(channels, channels, kernel_size, padding=padding, dilation=dilation, groups=channels, bias=bias)
+    return OverLoCKDepthwiseConv2d(channels, channels, kernel_size, padding=padding, dilation=dilation,
+                                   groups=channels, bias=bias)
 
 
 def conv_norm(in_channels: int, out_channels: int, config: OverLoCKConfig, kernel_size: int = 1, stride: int = 1):
@@ -686,8 +689,14 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
         )
 
 
+# Loading a classification folder into the headless models drops its two heads by design: not worth a report.
+_CLASSIFIER_HEADS = [r"^(overlock\.)?(aux_)?classifier\."]
+
+
 class OverLoCKModel(OverLoCKPreTrainedModel):
     """The OverLoCK backbone network: Base-Net -> Overview-Net -> Focus-Net, without classification heads."""
+
+    _keys_to_ignore_on_load_unexpected = _CLASSIFIER_HEADS
 
     def __init__(self, config: OverLoCKConfig):
         super().__init__(config)
@@ -843,6 +852,8 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
     """
 
     has_attentions = False
+    _keys_to_ignore_on_load_unexpected = _CLASSIFIER_HEADS
+    _keys_to_ignore_on_load_missing = [r"^feature_norms\."]  # new in a classification folder: identity init
 
     def __init__(self, config: OverLoCKConfig):
         if config.architecture != "overlock":

@@ -1,5 +1,7 @@
 // Fused ContMix on CUDA: relative-position bias + softmax over the K*K taps + clamped-window aggregation.
 //
+// Grid: x = (batch*group) * column tiles (up to 2^31 - 1 blocks, so any batch the CPU path accepts), y = row.
+//
 // Forward: one block per (batch*group, row, tile of columns). Each warp computes the softmax of one pixel at a
 // time into shared memory (tile x K*K, float32 for float16/bfloat16/float32 inputs), then the threads of the
 // block aggregate, one (pixel, channel) pair per thread with neighbouring threads on neighbouring columns so
@@ -10,9 +12,13 @@
 //      channels, dL/dlogit = attn * (dL/dattn - sum attn * dL/dattn); attention and logit gradients are kept
 //      in float32 scratch tensors the size of logits.
 //   2. bias gradient: one block per table entry (group, dy, dx) sums the logit gradients of the taps that
-//      read it, with a fixed-order tree reduction.
-//   3. value gradient: one thread per value element gathers attn * grad_out over the queries whose windows
-//      contain that key (the inverse neighbourhood, common/contmix_common.h).
+//      read it, with a fixed-order tree reduction. The queries that read an entry form a rectangle (the tap
+//      index is monotone in the query position, common/contmix_common.h), so only those are visited.
+//   3. value gradient: one thread per (value pixel, chunk of kChannelChunk channels) gathers attn * grad_out
+//      over the queries whose windows contain that key (the inverse neighbourhood); each attention weight
+//      is read once per chunk instead of once per channel.
+//
+// Kernel sizes: forward and backward accept the same maximum K (the backward's shared-memory bound).
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -35,6 +41,7 @@ constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 constexpr int kMaxTile = 32;
 constexpr size_t kSharedBytes = 48 * 1024;
+constexpr int kChannelChunk = 8;
 
 __device__ __forceinline__ float exp_acc(float x) { return expf(x); }
 __device__ __forceinline__ double exp_acc(double x) { return exp(x); }
@@ -96,8 +103,9 @@ __global__ void __launch_bounds__(kThreads)
                    const scalar_t* __restrict__ value, scalar_t* __restrict__ out, int tile, const Shape s) {
   extern __shared__ unsigned char shared_bytes[];
   acc_t* weights = reinterpret_cast<acc_t*>(shared_bytes);
-  const int64_t bg = blockIdx.z;
-  const int i = blockIdx.y, j0 = blockIdx.x * tile, k = s.k;
+  const int tiles = (s.width + tile - 1) / tile;
+  const int64_t bg = blockIdx.x / tiles;
+  const int i = blockIdx.y, j0 = int(blockIdx.x % tiles) * tile, k = s.k;
   tile_softmax(logits, rpb, weights, bg, i, j0, tile, s);
   __syncthreads();
 
@@ -128,8 +136,9 @@ __global__ void __launch_bounds__(kThreads)
   const int k = s.k, kk = k * k;
   acc_t* weights = reinterpret_cast<acc_t*>(shared_bytes);
   acc_t* grad_attn = weights + tile * kk;
-  const int64_t bg = blockIdx.z;
-  const int i = blockIdx.y, j0 = blockIdx.x * tile;
+  const int tiles = (s.width + tile - 1) / tile;
+  const int64_t bg = blockIdx.x / tiles;
+  const int i = blockIdx.y, j0 = int(blockIdx.x % tiles) * tile;
   const int64_t hw = int64_t(s.height) * s.width;
   tile_softmax(logits, rpb, weights, bg, i, j0, tile, s);
 
@@ -177,13 +186,20 @@ __global__ void __launch_bounds__(kThreads)
   const int entry = blockIdx.x;
   const int g = entry / (span * span), dy = entry / span % span, dx = entry % span;
   const int64_t pixels = int64_t(s.height) * s.width;
+  int i_lo, i_hi, j_lo, j_hi;
+  contmix::offset_queries(dy, s.height, k, &i_lo, &i_hi);
+  contmix::offset_queries(dx, s.width, k, &j_lo, &j_hi);
+  const int rows = i_hi - i_lo + 1, cols = j_hi - j_lo + 1;
   acc_t total = 0;
-  for (int64_t n = threadIdx.x; n < batch * pixels; n += blockDim.x) {
-    const int64_t b = n / pixels;
-    const int i = int(n % pixels / s.width), j = int(n % s.width);
-    const int a = contmix::tap_for_offset(i, dy, s.height, k);
-    const int bb = contmix::tap_for_offset(j, dx, s.width, k);
-    if (a >= 0 && bb >= 0) total += glog[((b * s.groups + g) * pixels + int64_t(i) * s.width + j) * kk + a * k + bb];
+  if (rows > 0 && cols > 0) {
+    const int64_t per_image = int64_t(rows) * cols;
+    for (int64_t n = threadIdx.x; n < batch * per_image; n += blockDim.x) {
+      const int64_t b = n / per_image;
+      const int i = i_lo + int(n % per_image / cols), j = j_lo + int(n % cols);
+      const int a = contmix::tap_for_offset(i, dy, s.height, k);
+      const int bb = contmix::tap_for_offset(j, dx, s.width, k);
+      total += glog[((b * s.groups + g) * pixels + int64_t(i) * s.width + j) * kk + a * k + bb];
+    }
   }
   partial[threadIdx.x] = total;
   __syncthreads();
@@ -198,46 +214,68 @@ template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     grad_value_kernel(const scalar_t* __restrict__ grad_out, const acc_t* __restrict__ attn,
                       scalar_t* __restrict__ grad_value, int64_t total, const Shape s) {
+  // one thread per (bg, channel chunk, key row p, key column q); neighbouring threads on neighbouring q
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= total) return;
   const int k = s.k, kk = k * k;
-  const int q = int(n % s.width), p = int(n / s.width % s.height);
-  const int64_t bgc = n / (int64_t(s.height) * s.width);
-  const int64_t bg = bgc / s.channels;
+  const int chunks = (s.channels + kChannelChunk - 1) / kChannelChunk;
   const int64_t hw = int64_t(s.height) * s.width;
-  const scalar_t* g = grad_out + bgc * hw;
+  const int q = int(n % s.width), p = int(n / s.width % s.height);
+  const int64_t bg = n / hw / chunks;
+  const int c0 = int(n / hw % chunks) * kChannelChunk;
+  const int count = s.channels - c0 < kChannelChunk ? s.channels - c0 : kChannelChunk;
+  const scalar_t* g = grad_out + (bg * s.channels + c0) * hw;
   const acc_t* plane_attn = attn + bg * hw * kk;
   const int i_last = contmix::inverse_last(p, s.height, k), j_first = contmix::inverse_first(q, s.width, k),
             j_last = contmix::inverse_last(q, s.width, k);
-  acc_t acc = 0;
+  acc_t acc[kChannelChunk];
+#pragma unroll
+  for (int c = 0; c < kChannelChunk; ++c) acc[c] = 0;
   for (int i = contmix::inverse_first(p, s.height, k); i <= i_last; ++i) {
     const int a = p - contmix::window_start(i, s.height, k);
     for (int j = j_first; j <= j_last; ++j) {
       const int b = q - contmix::window_start(j, s.width, k);
       const int64_t query = int64_t(i) * s.width + j;
-      acc += plane_attn[query * kk + a * k + b] * static_cast<acc_t>(g[query]);
+      const acc_t weight = plane_attn[query * kk + a * k + b];
+#pragma unroll
+      for (int c = 0; c < kChannelChunk; ++c) {
+        if (c < count) acc[c] += weight * static_cast<acc_t>(g[c * hw + query]);
+      }
     }
   }
-  grad_value[n] = static_cast<scalar_t>(acc);
+  scalar_t* out = grad_value + (bg * s.channels + c0) * hw + int64_t(p) * s.width + q;
+  for (int c = 0; c < count; ++c) out[c * hw] = static_cast<scalar_t>(acc[c]);
 }
 
 Shape shape_of(const at::Tensor& value, int64_t k) {
   return Shape{int(value.size(1)), int(value.size(2)), int(value.size(3)), int(value.size(4)), int(k)};
 }
 
+// Largest kernel size whose backward (two tile x K*K float buffers) fits one pixel in shared memory; the
+// forward accepts the same bound so that a training step never fails only in backward.
+int max_kernel_size(size_t acc_bytes) {
+  int k = 3;
+  while (size_t(2) * (k + 2) * (k + 2) * acc_bytes <= kSharedBytes) k += 2;
+  return k;
+}
+
 // Columns per block so that `buffers` tile x K*K accumulators fit in the default shared memory.
 int pick_tile(int width, int k, int buffers, size_t acc_bytes) {
+  TORCH_CHECK(k <= max_kernel_size(acc_bytes), "ContMix CUDA kernel supports kernel_size up to ",
+              max_kernel_size(acc_bytes), " for this dtype (forward and backward), got ", k);
   const size_t per_pixel = size_t(buffers) * k * k * acc_bytes;
-  TORCH_CHECK(per_pixel <= kSharedBytes, "ContMix CUDA kernel supports kernel_size up to ",
-              int(sqrt(double(kSharedBytes / (buffers * acc_bytes)))), " for this dtype, got ", k);
   int tile = int(kSharedBytes / per_pixel);
   tile = tile < kMaxTile ? tile : kMaxTile;
   return tile < width ? tile : width;
 }
 
-void check_grid(const at::Tensor& value) {
-  TORCH_CHECK(value.size(0) * value.size(1) <= 65535 && value.size(3) <= 65535,
-              "ContMix CUDA kernel needs B*G <= 65535 and H <= 65535, got value ", value.sizes());
+// Grid (x = batch*group*column tiles, y = rows) within CUDA's limits: 2^31 - 1 and 65535.
+dim3 grid_of(const at::Tensor& value, int tile) {
+  const int64_t tiles = (value.size(4) + tile - 1) / tile;
+  const int64_t blocks = value.size(0) * value.size(1) * tiles;
+  TORCH_CHECK(blocks <= int64_t(0x7fffffff) && value.size(3) <= 65535,
+              "ContMix CUDA kernel needs B*G*ceil(W/tile) < 2^31 and H <= 65535, got value ", value.sizes());
+  return dim3(unsigned(blocks), unsigned(value.size(3)), 1);
 }
 
 }  // namespace
@@ -245,7 +283,6 @@ void check_grid(const at::Tensor& value) {
 at::Tensor contmix_forward_cuda(const at::Tensor& logits, const at::Tensor& rpb, const at::Tensor& value,
                                 int64_t kernel_size) {
   contmix::check_inputs(logits, rpb, value, kernel_size, c10::DeviceType::CUDA);
-  check_grid(value);
   const c10::cuda::CUDAGuard guard(value.device());
   const at::Tensor logits_c = logits.contiguous(), rpb_c = rpb.contiguous(), value_c = value.contiguous();
   at::Tensor out = at::empty(value.sizes(), value.options());
@@ -255,7 +292,7 @@ at::Tensor contmix_forward_cuda(const at::Tensor& logits, const at::Tensor& rpb,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "contmix_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int tile = pick_tile(s.width, s.k, 1, sizeof(acc_t));
-    const dim3 grid((s.width + tile - 1) / tile, s.height, value.size(0) * value.size(1));
+    const dim3 grid = grid_of(value, tile);
     const size_t shared = size_t(tile) * s.k * s.k * sizeof(acc_t);
     forward_kernel<scalar_t, acc_t><<<grid, kThreads, shared, stream>>>(
         logits_c.const_data_ptr<scalar_t>(), rpb_c.const_data_ptr<scalar_t>(), value_c.const_data_ptr<scalar_t>(),
@@ -273,14 +310,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contmix_backward_cuda(const at::T
                   grad_out.device() == value.device(),
               "ContMix grad_out must match value (", value.sizes(), ", ", value.scalar_type(), "), got ",
               grad_out.sizes(), ", ", grad_out.scalar_type());
-  check_grid(value);
   const c10::cuda::CUDAGuard guard(value.device());
   const at::Tensor grad_c = grad_out.contiguous(), logits_c = logits.contiguous(), rpb_c = rpb.contiguous(),
                    value_c = value.contiguous();
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
   at::Tensor grad_rpb = at::empty(rpb.sizes(), rpb.options());
   at::Tensor grad_value = at::empty(value.sizes(), value.options());
-  if (value.numel() == 0) return {grad_logits, grad_rpb.zero_(), grad_value};
+  // C == 0 (or B == 0): the output does not depend on the logits, whose gradient is then zero, not garbage
+  if (value.numel() == 0) return {grad_logits.zero_(), grad_rpb.zero_(), grad_value};
   const Shape s = shape_of(value, kernel_size);
   const int span = 2 * s.k - 1;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -290,7 +327,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contmix_backward_cuda(const at::T
     at::Tensor attn = at::empty(logits.sizes(), acc_options);
     at::Tensor glog = at::empty(logits.sizes(), acc_options);
     const int tile = pick_tile(s.width, s.k, 2, sizeof(acc_t));
-    const dim3 grid((s.width + tile - 1) / tile, s.height, value.size(0) * value.size(1));
+    const dim3 grid = grid_of(value, tile);
     const size_t shared = 2 * size_t(tile) * s.k * s.k * sizeof(acc_t);
     grad_logits_kernel<scalar_t, acc_t><<<grid, kThreads, shared, stream>>>(
         grad_c.const_data_ptr<scalar_t>(), logits_c.const_data_ptr<scalar_t>(), rpb_c.const_data_ptr<scalar_t>(),
@@ -300,7 +337,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contmix_backward_cuda(const at::T
     grad_rpb_kernel<scalar_t, acc_t><<<s.groups * span * span, kThreads, 0, stream>>>(
         glog.const_data_ptr<acc_t>(), grad_rpb.mutable_data_ptr<scalar_t>(), value.size(0), s);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const int64_t total = value.numel();
+    const int64_t total =
+        value.size(0) * value.size(1) * ((s.channels + kChannelChunk - 1) / kChannelChunk) * value.size(3) * value.size(4);
     grad_value_kernel<scalar_t, acc_t><<<(total + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
         grad_c.const_data_ptr<scalar_t>(), attn.const_data_ptr<acc_t>(), grad_value.mutable_data_ptr<scalar_t>(),
         total, s);

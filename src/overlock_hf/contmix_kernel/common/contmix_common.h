@@ -46,4 +46,23 @@ CONTMIX_HOST_DEVICE int tap_for_offset(int i, int d, int length, int k) {
   return (tap >= 0 && tap < k) ? tap : -1;
 }
 
+// The queries i whose window tap reads bias-table offset `d` along one axis: i - window_start(i) is
+// non-decreasing in i, so tap_for_offset(i, d) is too and these queries form one range [*lo, *hi]
+// (empty when *lo > *hi). Found by two binary searches.
+CONTMIX_HOST_DEVICE void offset_queries(int d, int length, int k, int* lo, int* hi) {
+  // tap(i) = i - window_start(i) + d - (k - 1); first i with tap >= 0, last i with tap <= k - 1
+  int left = 0, right = length;
+  while (left < right) {
+    const int mid = (left + right) / 2;
+    if (mid - window_start(mid, length, k) + d - (k - 1) >= 0) right = mid; else left = mid + 1;
+  }
+  *lo = left;
+  left = 0, right = length;
+  while (left < right) {
+    const int mid = (left + right) / 2;
+    if (mid - window_start(mid, length, k) + d - (k - 1) > k - 1) right = mid; else left = mid + 1;
+  }
+  *hi = left - 1;
+}
+
 }  // namespace contmix

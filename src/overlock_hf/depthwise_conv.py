@@ -1,0 +1,101 @@
+"""Depthwise "same" convolutions that are fast on the CPU, forward and backward.
+
+On the CPU (oneDNN, torch 2.x) a large depthwise kernel is about 10x faster on a channels-last input than on
+an NCHW one, and the stock backward of a depthwise conv is pathologically slow (a 17x17 kernel on an 8x56x56x56
+map: seconds for the weight gradient). :func:`depthwise_conv2d` runs the forward on a channels-last copy and,
+when a gradient is needed, uses its own backward:
+
+* input gradient: the same depthwise conv with the kernel flipped (stride 1, symmetric padding);
+* weight gradient: for each kernel row ``a``, one batched GEMM ``(W, N*H) @ (N*H, W + 2p)`` per channel of the
+  output gradient's rows against the input's rows shifted by ``a`` (dilated), then the ``K`` diagonals of the
+  ``(W, W + 2p)`` products summed (5-7x faster than the stock backward at K = 15, 17).
+
+Only the inputs are saved. Small kernels (``K <= 5``) and other devices use ``F.conv2d`` unchanged. Layout: ``x (N, C, H, W)``, ``weight
+(C, 1, K, K)``, ``bias (C,)`` or ``None``; odd ``K``, padding ``dilation * (K - 1) // 2``, output ``(N, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d"]
+
+SMALL_KERNEL = 5  # kernels up to this size keep the stock F.conv2d (as fast or faster there)
+
+
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias, dilation: int) -> torch.Tensor:
+    padding = dilation * (weight.shape[-1] - 1) // 2
+    out = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, bias, padding=padding,
+                   dilation=dilation, groups=weight.shape[0])
+    return out.contiguous()
+
+
+def _weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, dilation: int) -> torch.Tensor:
+    """``dW[c, a, b] = sum_{n,i,j} xpad[n, c, i + d*a, j + d*b] * grad[n, c, i, j]`` -> ``(C, 1, K, K)``."""
+    n, c, h, w = x.shape
+    p = dilation * (k - 1) // 2
+    padded = F.pad(x, (p, p, p, p))
+    out = x.new_empty(c, k, k)
+    wide = w + 2 * p
+    grad_rows = grad.transpose(0, 1).reshape(c, n * h, w).transpose(1, 2)  # (C, W, N*H)
+    for a in range(k):
+        rows = padded[:, :, a * dilation : a * dilation + h].transpose(0, 1).reshape(c, n * h, wide)
+        products = torch.bmm(grad_rows, rows)  # (C, W, W + 2p): [j, column]
+        diagonals = products.as_strided((c, k, w), (w * wide, dilation, wide + 1), products.storage_offset())
+        out[:, a] = diagonals.sum(-1)
+    return out.unsqueeze(1)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.dilation, ctx.has_bias = dilation, bias is not None
+        return _forward(x, weight, bias, dilation)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _forward(grad_out, weight.flip(-1, -2), None, ctx.dilation).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            compute = torch.promote_types(x.dtype, grad_out.dtype)
+            grad_w = _weight_grad(x.to(compute), grad_out.to(compute), weight.shape[-1], ctx.dilation)
+            grad_w = grad_w.to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3)).to(weight.dtype)
+        return grad_x, grad_w, grad_b, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                     dilation: int = 1) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=d*(K-1)//2, dilation=d, groups=C)``, fast on the CPU."""
+    k = weight.shape[-1]
+    if x.device.type != "cpu" or k <= SMALL_KERNEL or k % 2 == 0 or k != weight.shape[-2]:
+        padding = (dilation * (weight.shape[-2] - 1) // 2, dilation * (weight.shape[-1] - 1) // 2)
+        return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=weight.shape[0])
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast("cpu", enabled=False):
+            return _DepthwiseConv.apply(x, weight, bias, dilation)
+    return _forward(x, weight, bias, dilation)
+
+
+class OverLoCKDepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` with "same" padding whose forward is :func:`depthwise_conv2d`
+    (same parameters and state-dict keys as ``nn.Conv2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, d = self.kernel_size[0], self.dilation[0]
+        same = self.padding == (d * (k - 1) // 2,) * 2 and self.kernel_size == (k, k) and self.dilation == (d, d)
+        if not same or self.groups != self.in_channels or self.out_channels != self.in_channels or self.stride != (1, 1):
+            return super().forward(x)
+        return depthwise_conv2d(x, self.weight, self.bias, self.dilation[0])
