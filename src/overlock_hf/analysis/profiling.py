@@ -8,8 +8,9 @@ Conventions (the OverLoCK paper's):
   2 FLOPs per MAC for convolutions and matrix products (norms, activations and element-wise ops are not
   counted), so its total is halved. It does not see the ContMix aggregation (neither the reference's loop
   nor the fused op): :func:`contmix_macs` is added for every call of a :class:`~overlock_hf.contmix.ContMix`
-  layer through a forward hook, which fires whatever implementation the layer's forward runs (reference
-  or kernels-hub fused op), so both paths count the same. `gmacs_contmix` reports that part separately.
+  layer through a forward hook, which fires whatever implementation the layer's forward runs (reference,
+  tiled matmul path or kernels-hub fused op), and whatever FlopCounterMode counted inside the layer is
+  removed, so every path counts the same. `gmacs_contmix` reports that part separately.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def count_macs(model: nn.Module, *inputs) -> dict[str, int]:
         _, _, value, kernel_size = args
         contmix[0] += contmix_macs(tuple(value.shape), int(kernel_size))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CONTMIX_LAYERS)]
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, CONTMIX_LAYERS)}
+    handles = [m.register_forward_hook(hook) for m in layers.values()]
     was_training = model.training
     model.eval()
     try:
@@ -66,7 +68,12 @@ def count_macs(model: nn.Module, *inputs) -> dict[str, int]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {"total": counter.get_total_flops() // 2 + contmix[0], "contmix": contmix[0]}
+    # whatever the layer's implementation counted itself (e.g. batched matmuls of a tiled path) is replaced by
+    # the formula: FlopCounterMode keys its per-module counts by `<root class>.<qualified name>`
+    per_module = counter.get_flop_counts()
+    root = type(model).__name__
+    inside = sum(sum(per_module.get(f"{root}.{name}" if name else root, {}).values()) for name in layers)
+    return {"total": (counter.get_total_flops() - inside) // 2 + contmix[0], "contmix": contmix[0]}
 
 
 def _synchronize(device: torch.device) -> None:
