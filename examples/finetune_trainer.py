@@ -30,19 +30,9 @@ import torch
 from finetune_options import base_parser, parse
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from overlock_hf import training
 from overlock_hf.data import collate
 from overlock_hf.export import write_model_folder
-from overlock_hf.training import (
-    TRAINER_LAYOUT,
-    FinetuningError,
-    classification_loss,
-    evaluate_classifier,
-    parameter_groups,
-    prepare_finetuning,
-    push_model_folder,
-    resolve_checkpoint,
-)
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options; the defaults fine-tune the compact model on the embedded digits."""
@@ -92,7 +82,7 @@ class ClassifierTrainer(Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         loader = self.get_eval_dataloader(eval_dataset)
         with self.accelerator.autocast():
-            metrics = evaluate_classifier(self.model, loader, gather=self.accelerator.gather_for_metrics)
+            metrics = training.evaluate_classifier(self.model, loader, gather=self.accelerator.gather_for_metrics)
         metrics = {f"{metric_key_prefix}{key[len('eval'):]}": value for key, value in metrics.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -101,17 +91,19 @@ class ClassifierTrainer(Trainer):
 
 def finetune(args: argparse.Namespace) -> dict:
     """Train, evaluate, save `model/` (and push it); returns the final evaluation metrics."""
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir, TRAINER_LAYOUT) \
-        if args.resume_from_checkpoint else None
-    setup = prepare_finetuning(args)
+    checkpoint = None
+    if args.resume_from_checkpoint:
+        checkpoint = training.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir, training.TRAINER_LAYOUT)
+    setup = training.prepare_finetuning(args)
     model = setup.model
-    loss = functools.partial(classification_loss, label_smoothing=args.label_smoothing,
+    loss = functools.partial(training.classification_loss, label_smoothing=args.label_smoothing,
                              aux_loss_weight=model.config.aux_loss_weight)
     trainer = ClassifierTrainer(
         model=model, args=_training_arguments(args), train_dataset=setup.train_set, eval_dataset=setup.eval_set,
         data_collator=collate, processing_class=setup.processor, compute_loss_func=loss,
         callbacks=[_AugmentationEpoch(setup.train_set)],
-        optimizers=(torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.learning_rate), None),
+        optimizers=(torch.optim.AdamW(training.parameter_groups(model, args.weight_decay), lr=args.learning_rate),
+                    None),
     )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = trainer.evaluate()
@@ -130,14 +122,14 @@ def _save(args: argparse.Namespace, model, setup, metrics: dict) -> None:
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"held-out accuracy: {metrics['eval_accuracy']:.4f}; model saved to {model_dir}")
     if args.push_to_hub:
-        print(push_model_folder(model_dir, args.push_to_hub, private=args.hub_private))
+        print(training.push_model_folder(model_dir, args.push_to_hub, private=args.hub_private))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         finetune(args)
-    except FinetuningError as error:
+    except training.FinetuningError as error:
         sys.exit(f"finetune_trainer.py: error: {error}")
     return 0
 

@@ -39,7 +39,8 @@ def test_default_out_features_are_the_four_dense_prediction_maps():
         (dict(out_features=["stem", "base_stride8"]), ["stem", "base_stride8"], [0, 2]),
         (dict(out_indices=[3, 4]), ["focus_stride16", "focus_stride32"], [3, 4]),
         (dict(out_indices=[-1]), ["focus_stride32"], [4]),
-        (dict(out_features=["base_stride4", "focus_stride16"], out_indices=[1, 3]), ["base_stride4", "focus_stride16"], [1, 3]),
+        (dict(out_features=["base_stride4", "focus_stride16"], out_indices=[1, 3]), ["base_stride4", "focus_stride16"],
+         [1, 3]),
     ],
 )
 def test_out_features_and_out_indices_select_named_stages(kwargs, features, indices):
@@ -86,7 +87,8 @@ def test_former_stage_names_still_work_with_a_deprecation_warning(tmp_path):
     with pytest.warns(FutureWarning, match="deprecated"):
         overridden = OverLoCKBackbone.from_pretrained(tmp_path, out_features=["stage1", "stage4"])
     assert overridden.out_features == ["base_stride4", "focus_stride32"]
-    renamed = {"base_stride4": "stage1", "base_stride8": "stage2", "focus_stride16": "stage3", "focus_stride32": "stage4"}
+    renamed = {"base_stride4": "stage1", "base_stride8": "stage2", "focus_stride16": "stage3",
+               "focus_stride32": "stage4"}
     old_layout = {}
     for key, tensor in backbone.state_dict().items():
         if key.startswith("feature_norms."):
@@ -194,7 +196,7 @@ def test_upernet_with_overlock_backbone_forward_and_backward(tmp_path):
     `use_pretrained_backbone`, so pretrained weights are copied in with `load_state_dict`."""
     folder = converted_tiny_folder()
     config = UperNetConfig(
-        backbone_config=OverLoCKConfig.from_pretrained(folder, out_features=["base_stride4", "base_stride8", "focus_stride16", "focus_stride32"]),
+        backbone_config=OverLoCKConfig.from_pretrained(folder, out_features=ALL_STAGES[1:]),
         hidden_size=32, auxiliary_channels=16, num_labels=5,
     )
     model = UperNetForSemanticSegmentation(config)

@@ -1,5 +1,5 @@
-"""The fused ContMix kernel (contmix_kernel/) built without nix: parity with the PyTorch reference and NATTEN,
-custom-op registrations, torch.compile, error handling, kernels-hub loading and kernelize.
+"""The fused ContMix kernel (src/overlock_hf/contmix_kernel/) built without nix: parity with the PyTorch reference and
+NATTEN, custom-op registrations, torch.compile, error handling, kernels-hub loading and kernelize.
 
 The CPU variant is built once per session into <repo>/.kernel-build through the `build-kernel` CLI command
 (reused across runs while the sources are unchanged).
@@ -21,27 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from _shared import CONTMIX_BAD_INPUTS, contmix_bad_inputs, grouped, rel_err
 from conftest import REPO_ROOT, fixture_path
 from overlock_hf.contmix import ContMix, contmix_pytorch, contmix_reference
 
 KERNEL_BUILD_DIR = REPO_ROOT / ".kernel-build"
-SOURCE_DIR = REPO_ROOT / "contmix_kernel"
+SOURCE_DIR = REPO_ROOT / "src" / "overlock_hf" / "contmix_kernel"
 
 
 def _raw_ops(kernel_module):
     """The registered ops of a loaded kernel (``torch.ops.<id>``), looked up by module name: a process that
     loaded the same build through ``kernels.get_kernel`` first holds a different package object under it."""
     return importlib.import_module(f"{kernel_module.__name__}._ops").ops
-
-
-def _rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    ours, ref = ours.detach().double(), ref.detach().double()
-    return float((ours - ref).abs().max() / max(1.0, float(ref.abs().max())))
-
-
-def _grouped(t: torch.Tensor) -> torch.Tensor:
-    """(B, G, H, W, C) fixture layout -> (B, G, C, H, W) op layout."""
-    return t.permute(0, 1, 4, 2, 3).contiguous()
 
 
 def _inputs(b, g, c, h, w, k, dtype=torch.float32, device="cpu", seed=0):
@@ -110,16 +101,16 @@ def test_matches_natten_fixture(kernel, na2d_cases, case):
     attn = na2d_cases[f"case{case}.attn"]
     logits = attn.log()
     rpb = torch.zeros(attn.shape[1], 2 * k - 1, 2 * k - 1)
-    value = _grouped(na2d_cases[f"case{case}.value"])
-    grad_out = _grouped(na2d_cases[f"case{case}.grad_out"])
+    value = grouped(na2d_cases[f"case{case}.value"])
+    grad_out = grouped(na2d_cases[f"case{case}.grad_out"])
     out, g_logits, g_rpb, g_value = _forward_backward(kernel.contmix, logits, rpb, value, grad_out, k)
     grad_attn = na2d_cases[f"case{case}.grad_attn"]
     expected_logits = attn * (grad_attn - (attn * grad_attn).sum(-1, keepdim=True))
     ref_rpb = _forward_backward(contmix_reference, logits, rpb, value, grad_out, k)[2]
-    assert _rel_err(out, _grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
-    assert _rel_err(g_logits, expected_logits) <= 1e-5
-    assert _rel_err(g_value, _grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
-    assert _rel_err(g_rpb, ref_rpb) <= 1e-5
+    assert rel_err(out, grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
+    assert rel_err(g_logits, expected_logits) <= 1e-5
+    assert rel_err(g_value, grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
+    assert rel_err(g_rpb, ref_rpb) <= 1e-5
 
 
 @st.composite
@@ -144,7 +135,7 @@ def test_matches_reference_on_random_shapes(kernel, shape, seed):
     ref = _forward_backward(contmix_reference, logits, rpb, value, grad_out, k)
     for name, a, r in zip(("out", "grad_logits", "grad_rpb", "grad_value"), ours, ref):
         assert a.shape == r.shape and a.dtype == r.dtype, name
-        assert _rel_err(a, r) <= 1e-5, (name, shape, _rel_err(a, r))
+        assert rel_err(a, r) <= 1e-5, (name, shape, rel_err(a, r))
 
 
 @pytest.mark.parametrize("channels", [8, 10, 14, 16, 15])
@@ -157,7 +148,7 @@ def test_channel_specialized_paths_match_reference(kernel, channels, dtype):
         ref = _forward_backward(contmix_reference, *(t.float() for t in (logits, rpb, value, grad_out)), shape[-1])
         tol = 1e-5 if dtype == torch.float32 else 2e-2
         for name, a, r in zip(("out", "grad_logits", "grad_rpb", "grad_value"), ours, ref):
-            assert _rel_err(a.float(), r) <= tol, (name, shape, dtype)
+            assert rel_err(a.float(), r) <= tol, (name, shape, dtype)
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 3, 5, 6, 3), (2, 1, 2, 5, 7, 5)])
@@ -175,7 +166,7 @@ def test_half_precision(kernel, dtype, tol):
     ref = _forward_backward(contmix_reference, *(t.float() for t in (logits, rpb, value, grad_out)), 7)
     for name, a, r in zip(("out", "grad_logits", "grad_rpb", "grad_value"), ours, ref):
         assert a.dtype == dtype, name
-        assert _rel_err(a, r) <= tol, (name, _rel_err(a, r))
+        assert rel_err(a, r) <= tol, (name, rel_err(a, r))
 
 
 def test_non_contiguous_inputs(kernel):
@@ -185,7 +176,7 @@ def test_non_contiguous_inputs(kernel):
     ours = _forward_backward(kernel.contmix, logits_nc, rpb, value_nc, grad_out, 5)
     ref = _forward_backward(contmix_reference, logits, rpb, value, grad_out, 5)
     for a, r in zip(ours, ref):
-        assert _rel_err(a, r) <= 1e-5
+        assert rel_err(a, r) <= 1e-5
 
 
 # ---------------------------------------------------------------------------------- custom-op machinery
@@ -208,31 +199,16 @@ def test_torch_compile_fullgraph_matches_eager(kernel):
     torch._dynamo.reset()
     ours = _forward_backward(lambda a, r, v, k: compiled(a, r, v), logits, rpb, value, grad_out, 5)
     for a, e in zip(ours, eager):
-        assert _rel_err(a, e) <= 1e-6
+        assert rel_err(a, e) <= 1e-6
 
 
 # ------------------------------------------------------------------------------------------------ errors
-@pytest.mark.parametrize(
-    ("change", "error", "message"),
-    [
-        (dict(k=4), ValueError, "odd integer"),
-        (dict(k=1), ValueError, "odd integer"),
-        (dict(h=4), ValueError, "at least 5x5"),
-        (dict(logits_shape=(1, 2, 6, 7, 24)), ValueError, "logits must be"),
-        (dict(rpb_shape=(2, 7, 9)), ValueError, "rpb must be"),
-        (dict(value_dtype=torch.int32), TypeError, "value must be float32"),
-        (dict(value_device="meta"), ValueError, "one device"),
-    ],
-)
+@pytest.mark.parametrize(("change", "error", "message"), [case[1:] for case in CONTMIX_BAD_INPUTS],
+                         ids=[case[0] for case in CONTMIX_BAD_INPUTS])
 def test_python_errors(kernel, change, error, message):
-    k = change.get("k", 5)
-    h = change.get("h", 6)
-    logits = torch.randn(change.get("logits_shape", (1, 2, h, 7, k * k)))
-    rpb = torch.randn(change.get("rpb_shape", (2, 2 * k - 1, 2 * k - 1)))
-    value = torch.randn(1, 2, 3, h, 7).to(change.get("value_dtype", torch.float32))
-    value = value.to(change.get("value_device", "cpu"))
+    """The kernel's own input check (the standalone package repeats the reference's): the same table."""
     with pytest.raises(error, match=message):
-        kernel.contmix(logits, rpb, value, k)
+        kernel.contmix(*contmix_bad_inputs(change))
 
 
 def test_cpp_checks_raise_runtime_errors(kernel):
@@ -256,7 +232,7 @@ def test_mixed_dtypes_follow_reference(kernel):
     logits, rpb, value, grad_out = _inputs(1, 2, 4, 8, 9, 3)
     out = kernel.contmix(logits, rpb.double(), value.bfloat16(), 3)
     ref = contmix_reference(logits, rpb, value.bfloat16(), 3)
-    assert out.dtype == torch.bfloat16 and _rel_err(out, ref) <= 1e-2
+    assert out.dtype == torch.bfloat16 and rel_err(out, ref) <= 1e-2
 
 
 # ------------------------------------------------------------------------------------------------ memory
@@ -294,6 +270,23 @@ print(status("VmHWM") - before, value.numel() * 4, logits.numel() * 4)
     assert 0 < growth < 5 * value_bytes + 3 * logits_bytes < kkc_bytes / 4, (growth, value_bytes, logits_bytes)
 
 
+def test_the_wheel_ships_the_kernel_source(tmp_path):
+    """`overlock-hf build-kernel` defaults to the source tree inside the package, and the wheel carries all of it
+    (so the command works after `pip install`, outside a git checkout)."""
+    import zipfile
+
+    from overlock_hf.kernel_builder import DEFAULT_SOURCE_DIR
+
+    assert DEFAULT_SOURCE_DIR == SOURCE_DIR.resolve() and (DEFAULT_SOURCE_DIR / "build.toml").is_file()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w",
+                    str(tmp_path), str(REPO_ROOT)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("overlock_hf-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    sources = {f"overlock_hf/contmix_kernel/{p.relative_to(SOURCE_DIR).as_posix()}" for p in SOURCE_DIR.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert sources and sources <= shipped, sorted(sources - shipped)
+
+
 # ---------------------------------------------------------------------------------------------- kernelize
 class _Mixer(torch.nn.Module):
     def __init__(self):
@@ -319,7 +312,7 @@ def test_kernelize_local_build(cpu_build, mode):
     ours = _forward_backward(model, logits, rpb, value, grad_out, 5)
     ref = _forward_backward(contmix_reference, logits, rpb, value, grad_out, 5)
     for a, r in zip(ours, ref):
-        assert _rel_err(a, r) <= 1e-5
+        assert rel_err(a, r) <= 1e-5
 
 
 @pytest.mark.parametrize("source", ["/nonexistent/overlock-contmix-build", "no-such-org/no-such-kernel"])
@@ -339,6 +332,39 @@ def test_kernelize_fallback_warns_once(tmp_path, monkeypatch, source):
     assert "forward" not in model.mix.__dict__
     logits, rpb, value, _ = _inputs(1, 2, 3, 7, 7, 3)
     assert torch.equal(model(logits, rpb, value, 3), contmix_pytorch(logits, rpb, value, 3))  # the default path
+
+
+@pytest.mark.parametrize(
+    ("source", "mode", "error", "match"),
+    [
+        ("acme/overlock-contmix", "inferenc", ValueError, "unknown kernelize mode 'inferenc'"),
+        ("acme/overlock-contmix", "training|compile", ValueError, "unknown kernelize mode 'compile'"),
+        ("acme/overlock-contmix", 3, TypeError, "mode must be a string or kernels.Mode"),
+        ("inference", None, ValueError, "neither a local build folder nor a Hub repo id"),
+        (None, "inference", TypeError, "kernel source must be a folder path or a Hub repo id"),
+    ],
+)
+def test_kernelize_rejects_caller_mistakes_before_trying(source, mode, error, match):
+    """Mistakes raise (nothing is tried, no fallback warning); only load/availability failures fall back."""
+    from overlock_hf.kernel_hub import kernelize
+
+    model = _Mixer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(error, match=match):
+            kernelize(model, source, mode=mode)
+    assert "forward" not in model.mix.__dict__
+
+
+def test_kernelize_does_not_swallow_a_bug(cpu_build, monkeypatch):
+    import kernels
+
+    from overlock_hf.kernel_hub import kernelize
+
+    monkeypatch.setattr(kernels, "kernelize", lambda *a, **k: (_ for _ in ()).throw(AttributeError("a bug")))
+    model = _Mixer()
+    with pytest.raises(AttributeError, match="a bug"):
+        kernelize(model, cpu_build, mode="inference")
 
 
 def test_kernelize_whole_model_matches_pytorch(cpu_build):
@@ -368,10 +394,10 @@ def test_kernelize_whole_model_matches_pytorch(cpu_build):
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((output.logits.detach(), grads))
     (ref_logits, ref_grads), (logits, grads) = results
-    assert _rel_err(logits, ref_logits) <= 1e-5
+    assert rel_err(logits, ref_logits) <= 1e-5
     assert ref_grads.keys() == grads.keys()
     for name in ref_grads:
-        assert _rel_err(grads[name], ref_grads[name]) <= 1e-5, name
+        assert rel_err(grads[name], ref_grads[name]) <= 1e-5, name
 
 
 # ------------------------------------------------------------------------------------------ CUDA source
@@ -432,13 +458,13 @@ def test_cuda_matches_natten_fixture(cuda_kernel, na2d_cases, case):
     attn = na2d_cases[f"case{case}.attn"].cuda()
     grad_attn = na2d_cases[f"case{case}.grad_attn"].cuda()
     rpb = torch.zeros(attn.shape[1], 2 * k - 1, 2 * k - 1, device="cuda")
-    value = _grouped(na2d_cases[f"case{case}.value"]).cuda()
-    grad_out = _grouped(na2d_cases[f"case{case}.grad_out"]).cuda()
+    value = grouped(na2d_cases[f"case{case}.value"]).cuda()
+    grad_out = grouped(na2d_cases[f"case{case}.grad_out"]).cuda()
     out, g_logits, _, g_value = _forward_backward(cuda_kernel.contmix, attn.log(), rpb, value, grad_out, k)
     expected_logits = attn * (grad_attn - (attn * grad_attn).sum(-1, keepdim=True))
-    assert _rel_err(out.cpu(), _grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
-    assert _rel_err(g_logits, expected_logits) <= 1e-5
-    assert _rel_err(g_value.cpu(), _grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
+    assert rel_err(out.cpu(), grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
+    assert rel_err(g_logits, expected_logits) <= 1e-5
+    assert rel_err(g_value.cpu(), grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
 
 
 @pytest.mark.gpu
@@ -451,7 +477,7 @@ def test_cuda_matches_reference_on_random_shapes(cuda_kernel, shape, seed):
     ours = _forward_backward(cuda_kernel.contmix, *inputs, k)
     ref = _forward_backward(contmix_reference, *inputs, k)
     for name, a, r in zip(("out", "grad_logits", "grad_rpb", "grad_value"), ours, ref):
-        assert _rel_err(a, r) <= 1e-5, (name, shape)
+        assert rel_err(a, r) <= 1e-5, (name, shape)
 
 
 @pytest.mark.gpu
@@ -463,7 +489,7 @@ def test_cuda_dtypes(cuda_kernel, dtype, tol):
     ours = _forward_backward(cuda_kernel.contmix, *inputs, 7)
     ref = _forward_backward(contmix_reference, *(t.double() for t in inputs), 7)
     for name, a, r in zip(("out", "grad_logits", "grad_rpb", "grad_value"), ours, ref):
-        assert a.dtype == dtype and _rel_err(a, r) <= tol, name
+        assert a.dtype == dtype and rel_err(a, r) <= tol, name
 
 
 @pytest.mark.gpu
@@ -478,4 +504,4 @@ def test_cuda_opcheck_gradcheck_and_compile(cuda_kernel):
     eager = _forward_backward(cuda_kernel.contmix, logits, rpb, value, grad_out, 5)
     ours = _forward_backward(lambda a, r, v, k: compiled(a, r, v), logits, rpb, value, grad_out, 5)
     for a, e in zip(ours, eager):
-        assert _rel_err(a, e) <= 1e-10
+        assert rel_err(a, e) <= 1e-10

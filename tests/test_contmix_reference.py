@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _shared import CONTMIX_BAD_INPUTS, contmix_bad_inputs, grouped, rel_err
 from conftest import fixture_path
 from overlock_hf.contmix import contmix_reference, neighborhood_aggregate
 
@@ -15,25 +16,16 @@ def na2d_cases():
     return load_file(fixture_path("na2d_av_reference.safetensors"))
 
 
-def _rel_err(ours, ref):
-    return float((ours - ref).abs().max() / max(1.0, float(ref.abs().max())))
-
-
-def _grouped(t):
-    """(B, G, H, W, C) fixture layout -> (B, G, C, H, W) op layout."""
-    return t.permute(0, 1, 4, 2, 3).contiguous()
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_neighborhood_aggregate_matches_natten(na2d_cases, case):
     k = int(na2d_cases[f"case{case}.kernel_size"])
     attn = na2d_cases[f"case{case}.attn"].clone().requires_grad_()
-    value = _grouped(na2d_cases[f"case{case}.value"]).requires_grad_()
+    value = grouped(na2d_cases[f"case{case}.value"]).requires_grad_()
     out = neighborhood_aggregate(attn, value, k)
-    out.backward(_grouped(na2d_cases[f"case{case}.grad_out"]))
-    assert _rel_err(out.detach(), _grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
-    assert _rel_err(attn.grad, na2d_cases[f"case{case}.grad_attn"]) <= 1e-5
-    assert _rel_err(value.grad, _grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
+    out.backward(grouped(na2d_cases[f"case{case}.grad_out"]))
+    assert rel_err(out.detach(), grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
+    assert rel_err(attn.grad, na2d_cases[f"case{case}.grad_attn"]) <= 1e-5
+    assert rel_err(value.grad, grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -44,14 +36,14 @@ def test_contmix_reference_matches_natten(na2d_cases, case):
     groups = attn.shape[1]
     logits = attn.log().requires_grad_()
     rpb = torch.zeros(groups, 2 * k - 1, 2 * k - 1, requires_grad=True)
-    value = _grouped(na2d_cases[f"case{case}.value"]).requires_grad_()
+    value = grouped(na2d_cases[f"case{case}.value"]).requires_grad_()
     out = contmix_reference(logits, rpb, value, k)
-    out.backward(_grouped(na2d_cases[f"case{case}.grad_out"]))
+    out.backward(grouped(na2d_cases[f"case{case}.grad_out"]))
     grad_attn = na2d_cases[f"case{case}.grad_attn"]
     grad_logits = attn * (grad_attn - (attn * grad_attn).sum(-1, keepdim=True))
-    assert _rel_err(out.detach(), _grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
-    assert _rel_err(logits.grad, grad_logits) <= 1e-5
-    assert _rel_err(value.grad, _grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
+    assert rel_err(out.detach(), grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
+    assert rel_err(logits.grad, grad_logits) <= 1e-5
+    assert rel_err(value.grad, grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
     # the bias enters the logits per tap, so its gradient is the logit gradient scattered into the table
     assert torch.isfinite(rpb.grad).all() and rpb.grad.abs().sum() > 0
 
@@ -74,25 +66,11 @@ def test_relative_position_bias_indexing():
                     assert bias[i, j, a * k + b] == expected
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(k=4), "odd integer"),
-        (dict(k=1), "odd integer"),
-        (dict(h=4), "at least 5x5"),
-        (dict(logits_taps=24), "logits must be"),
-        (dict(rpb_groups=3), "rpb must be"),
-    ],
-)
-def test_contmix_reference_rejects_bad_inputs(kwargs, message):
-    k = kwargs.get("k", 5)
-    h = kwargs.get("h", 8)
-    taps = kwargs.get("logits_taps", k * k)
-    logits = torch.randn(1, 2, h, 8, taps)
-    rpb = torch.randn(kwargs.get("rpb_groups", 2), 2 * k - 1, 2 * k - 1)
-    value = torch.randn(1, 2, 4, h, 8)
-    with pytest.raises(ValueError, match=message):
-        contmix_reference(logits, rpb, value, k)
+@pytest.mark.parametrize(("change", "error", "message"), [case[1:] for case in CONTMIX_BAD_INPUTS],
+                         ids=[case[0] for case in CONTMIX_BAD_INPUTS])
+def test_contmix_reference_rejects_bad_inputs(change, error, message):
+    with pytest.raises(error, match=message):
+        contmix_reference(*contmix_bad_inputs(change))
 
 
 @pytest.mark.parametrize("k, height, width", [(3, 4, 6), (5, 7, 5)])

@@ -23,16 +23,22 @@ from overlock_hf.conversion import load_official_model
 SIZES = [(224, 224), (192, 256)]
 RTOL = 1e-5
 
+# The logits are compared in float64 (both models converted after loading): the float32 rounding of two
+# separately loaded copies differs (memory alignment changes oneDNN's summation order) and random S / B weights
+# amplify it to 2e-5 .. 2e-4 x max|logits| (measured), which says nothing about the conversion. In float64 any
+# difference left is a conversion error.
+SLOW_S_B = [pytest.mark.slow]
+
 # (variant, layout, stored dtype, wrapper, key prefix, file suffix)
 CASES = [
     ("overlock_xt", "plain", torch.float32, None, "", ".safetensors"),
     ("overlock_xt", "reparam", torch.float16, "state_dict", "module.", ".pth"),
     ("overlock_t", "plain", torch.float32, "model", "module.", ".pth"),
     ("overlock_t", "reparam", torch.float16, None, "module.", ".safetensors"),
-    pytest.param("overlock_s", "plain", torch.float16, "model", "", ".pth", marks=pytest.mark.slow),
-    pytest.param("overlock_s", "reparam", torch.float32, None, "", ".safetensors", marks=pytest.mark.slow),
-    pytest.param("overlock_b", "plain", torch.float32, "state_dict", "module.", ".pth", marks=pytest.mark.slow),
-    pytest.param("overlock_b", "reparam", torch.float16, None, "", ".safetensors", marks=pytest.mark.slow),
+    pytest.param("overlock_s", "plain", torch.float16, "model", "", ".pth", marks=SLOW_S_B),
+    pytest.param("overlock_s", "reparam", torch.float32, None, "", ".safetensors", marks=SLOW_S_B),
+    pytest.param("overlock_b", "plain", torch.float32, "state_dict", "module.", ".pth", marks=SLOW_S_B),
+    pytest.param("overlock_b", "reparam", torch.float16, None, "", ".safetensors", marks=SLOW_S_B),
 ]
 
 
@@ -59,13 +65,14 @@ def test_full_size_checkpoint_converts_through_the_cli(tmp_path, variant, layout
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
         assert {weights.get_slice(k).get_dtype() for k in weights.keys()} <= {"F32", "I64"}
     converted = AutoModelForImageClassification.from_pretrained(folder).eval()
-    official = load_official_model(checkpoint)
+    official = load_official_model(checkpoint).double()
+    converted = converted.double()
     assert converted.config.variant == name and converted.config.crop_pct == VARIANTS[name].crop_pct
     assert converted.config.reparameterized == (layout == "reparam")
     assert converted.config.num_labels == 1000 and converted.config.id2label[0] == "tench, Tinca tinca"
     generator = torch.Generator().manual_seed(1)
     for height, width in SIZES:
-        pixels = torch.randn(1, 3, height, width, generator=generator)
+        pixels = torch.randn(1, 3, height, width, generator=generator, dtype=torch.float64)
         with torch.no_grad():
             expected, got = official(pixels).logits, converted(pixel_values=pixels).logits
         scale = float(expected.abs().max())

@@ -192,3 +192,22 @@ def test_documented_commands_parse():
     assert len(commands) >= 12
     for command in commands:
         build_parser().parse_args(shlex.split(command))
+
+
+def test_hub_imagenet_names_are_read_by_integer_label(tmp_path):
+    """The Hub's ImageNet-1K / -Sketch label names are human-readable, not wnids: read by integer value."""
+    datasets = pytest.importorskip("datasets")
+    from types import SimpleNamespace
+
+    from overlock_hf.analysis.data import load_samples
+    from overlock_hf.analysis.evaluation import sample_labels
+    from overlock_hf.configuration_overlock import imagenet1k_id2label
+
+    names = list(imagenet1k_id2label().values())
+    names[517] = "crane (machine)"  # `datasets` wants unique names; the official list has "crane" twice
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    rows = {"image": [{"bytes": data, "path": None} for data in encoded_images(3)], "label": [517, 134, 0]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
+    config = SimpleNamespace(num_labels=1000, label2id={})
+    assert sample_labels(load_samples(tmp_path / "ds"), "imagenet-sketch", config) == ([517, 134, 0],
+                                                                                       "integer labels")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from _shared import tiny_config
 from overlock_hf import OverLoCKConfig, OverLoCKForImageClassification, OverLoCKModel
 from overlock_hf.modeling_overlock import (
     OverLoCKContMixer,
@@ -11,13 +12,6 @@ from overlock_hf.modeling_overlock import (
     OverLoCKLayerScale,
     OverLoCKRepConvBlock,
 )
-
-
-def tiny_config(**overrides) -> OverLoCKConfig:
-    fields = dict(depths=[1, 1, 1, 1], focus_depths=[2, 2], hidden_sizes=[16, 32, 64, 96],
-                  kernel_sizes=[9, 7, 7, 5], focus_num_heads=[2, 3], projection_dim=128, num_labels=10)
-    fields.update(overrides)
-    return OverLoCKConfig(**fields)
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _shared import relative_error
 from conftest import fixture_path
 from overlock_hf.conversion import load_official_model
 
 TOLERANCE = 1e-4  # max|ours - ref| <= 1e-4 * max|ref| (fixtures/README.md)
-
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours - ref).abs().max() / ref.abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +26,11 @@ def test_eval_logits_and_hidden_states(plain_model, reference):
         out = plain_model(reference["pixel_values"], output_hidden_states=True)
     stem, stage1, stage2, stage3, overview, focus16, focus = out.hidden_states
     assert out.aux_logits is None, "the auxiliary head must not run in eval mode"
-    assert rel_err(out.logits, reference["logits"]) <= TOLERANCE
-    assert rel_err(stage2, reference["stage2"]) <= TOLERANCE
-    assert rel_err(stage3, reference["stage3"]) <= TOLERANCE
-    assert rel_err(overview, reference["stage4_context"]) <= TOLERANCE
-    assert rel_err(focus, reference["focus"]) <= TOLERANCE
+    assert relative_error(out.logits, reference["logits"]) <= TOLERANCE
+    assert relative_error(stage2, reference["stage2"]) <= TOLERANCE
+    assert relative_error(stage3, reference["stage3"]) <= TOLERANCE
+    assert relative_error(overview, reference["stage4_context"]) <= TOLERANCE
+    assert relative_error(focus, reference["focus"]) <= TOLERANCE
 
 
 def test_train_mode_logits(plain_model, reference):
@@ -41,8 +38,8 @@ def test_train_mode_logits(plain_model, reference):
     model = load_official_model(fixture_path("tiny_official.pth")).train()
     with torch.no_grad():
         out = model(reference["pixel_values"])
-    assert rel_err(out.logits, reference["train_logits_main"]) <= TOLERANCE
-    assert rel_err(out.aux_logits, reference["train_logits_aux"]) <= TOLERANCE
+    assert relative_error(out.logits, reference["train_logits_main"]) <= TOLERANCE
+    assert relative_error(out.aux_logits, reference["train_logits_aux"]) <= TOLERANCE
 
 
 def test_official_reparam_checkpoint(reference):
@@ -50,7 +47,7 @@ def test_official_reparam_checkpoint(reference):
     assert model.config.reparameterized
     with torch.no_grad():
         logits = model(reference["pixel_values"]).logits
-    assert rel_err(logits, reference["logits_reparam"]) <= TOLERANCE
+    assert relative_error(logits, reference["logits_reparam"]) <= TOLERANCE
 
 
 def test_our_reparameterization_matches_official(reference):
@@ -63,7 +60,7 @@ def test_our_reparameterization_matches_official(reference):
     assert set(model.state_dict()) == set(official.state_dict())
     with torch.no_grad():
         logits = model(reference["pixel_values"]).logits
-    assert rel_err(logits, reference["logits_reparam"]) <= TOLERANCE
+    assert relative_error(logits, reference["logits_reparam"]) <= TOLERANCE
 
 
 def test_training_loss_includes_weighted_aux_term(reference):

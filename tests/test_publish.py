@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from overlock_hf.cli import main as cli_main
-from overlock_hf.hub import HubPublishError, push_kernel, push_model
+from overlock_hf.hub import HubPublishError, check_hub_login, push_kernel, push_model
 
 from conftest import REPO_ROOT, fixture_path
 
@@ -327,6 +327,28 @@ def test_unreachable_endpoint(model_folder):
         push_model(model_folder, "org/unreachable", endpoint="http://127.0.0.1:9")  # discard port: refused
     assert "Nothing local was changed" in str(error.value)
     assert folder_hashes(model_folder) == before
+
+
+def test_only_hub_failures_become_hub_errors(hub_server, model_folder, monkeypatch):
+    """A bug or a bad argument inside a push surfaces as itself, not as "check the endpoint and token"."""
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the network")
+
+    monkeypatch.setattr(HfApi, "create_repo", broken)
+    with pytest.raises(ValueError, match="a bug, not the network"):
+        push_model(model_folder, "org/bug")
+    monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        push_model(model_folder, "org/bug")
+
+
+def test_check_hub_login(hub_server):
+    assert check_hub_login() == "test-user"
+    with pytest.raises(HubPublishError, match=r"(?s)cannot log in to the Hub at http://127\.0\.0\.1:9.*HF_TOKEN"):
+        check_hub_login(endpoint="http://127.0.0.1:9")
+    hub_server.inject_failure(r"whoami", 401, message="Invalid credentials")
+    with pytest.raises(HubPublishError, match="(?s)cannot log in.*Invalid user token"):
+        check_hub_login()
 
 
 @pytest.mark.parametrize("status", [401, 403])

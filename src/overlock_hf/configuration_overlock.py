@@ -133,6 +133,33 @@ def _current_stage_names(names: list[str] | None) -> list[str] | None:
                   FutureWarning, stacklevel=3)
     return renamed
 
+ARCHITECTURES = ("overlock", "hierarchical")
+TOKEN_MIXERS = ("contmix", "static")
+QUERY_SOURCES = ("features", "context", "fused")
+KEY_SOURCES = ("context", "features", "fused")
+
+# Ablation presets of the OverLoCK supplement (Tables A-F), each a set of field overrides of OverLoCK-XT.
+# Table C's focus_mlp_ratio keeps the parameters within about 1% of XT's (see `OverLoCKConfig`).
+ABLATIONS: dict[str, dict] = {
+    **{f"kernels-{a}-{b}-{c}": dict(table="A", fields=dict(kernel_sizes=[a, b, c, 7]))
+       for a, b, c in ((19, 17, 15), (13, 11, 9), (9, 9, 7), (7, 7, 7))},
+    "stage-ratio-1-1": dict(table="B", fields=dict(depths=[2, 2, 4, 2], focus_depths=[5, 2])),
+    "stage-ratio-1-3": dict(table="B", fields=dict(depths=[2, 2, 2, 2], focus_depths=[7, 2])),
+    "crf-2": dict(table="C", fields=dict(context_reduction=2, focus_mlp_ratio=2.0)),
+    "crf-6": dict(table="C", fields=dict(context_reduction=6, focus_mlp_ratio=3.5)),
+    "crf-8": dict(table="C", fields=dict(context_reduction=8, focus_mlp_ratio=3.75)),
+    **{f"aux-{w}": dict(table="D", fields=dict(aux_loss_weight=float(w))) for w in ("0", "0.2", "0.4", "0.8", "1.0")},
+    "hierarchical": dict(table="E", fields=dict(
+        architecture="hierarchical", hidden_sizes=[64, 112, 256, 360], contmix_key_source="features",
+        aux_loss_weight=0.0)),
+    "static-baseline": dict(table="E", fields=dict(token_mixer="static")),
+    "fusion-affinity": dict(table="F", fields=dict(contmix_query_source="fused", contmix_key_source="fused")),
+    "reverse-qk": dict(table="F", fields=dict(contmix_query_source="context", contmix_key_source="features")),
+    "no-softmax": dict(table="F", fields=dict(contmix_softmax=False)),
+    "no-repconv": dict(table="F", fields=dict(use_lepe=False)),
+    "no-small-kernel": dict(table="F", fields=dict(use_small_kernel=False)),
+}
+
 
 class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of an OverLoCK model (Base-Net, Overview-Net, Focus-Net).
@@ -162,6 +189,33 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         out_features, out_indices: for `OverLoCKBackbone`, over `stage_names` (`stem`, `base_stride4`,
             `base_stride8`, `focus_stride16`, `focus_stride32`; see `FEATURE_MAPS`). The former names `stage1`..
             `stage4` are accepted with a FutureWarning.
+    Ablation fields (the OverLoCK supplement's Tables A-F; presets in `ABLATIONS`, built on XT by
+    :meth:`from_ablation`). Defaults give the released design.
+        architecture: `overlock` (Base-Net, Overview-Net, Focus-Net) or `hierarchical` (Table E): a plain
+            four-stage pyramid with no Overview-Net, no context and no auxiliary head. Stage `i` holds `depths[i]`
+            large-kernel blocks, and stages 3 and 4 are followed in place by `focus_depths` ContMix blocks at
+            the same width (so the preset's depths read [2, 2, 3+6, 2+2] = [2, 2, 9, 4]); the ContMix keys
+            come from the block's own features (`contmix_key_source="features"`).
+        token_mixer: `contmix` or `static` (Table E, "static baseline"): ContMix replaced by static
+            depthwise convolutions (with bias) of the same small and large sizes on the same two channel
+            halves; the Focus-Net topology and its context channels stay.
+        contmix_query_source, contmix_key_source: where ContMix's queries and keys come from: `features`
+            (the block's normalized features), `context` (its normalized context channels) or `fused` (the
+            fusion of both, i.e. the values; our reading of Table F's "fusion affinity", the paper does not
+            say which fused map). Default `features` / `context`; `reverse-qk` is `context` / `features`.
+        contmix_softmax: whether the kernel logits (plus the position bias) are normalized by a softmax over
+            the taps; without it (Table F) the biased logits weight the taps directly (the PyTorch
+            aggregation `contmix.neighborhood_aggregate`; the fused kernel is not used for it).
+        use_lepe: whether the Focus-Net blocks keep the static large-kernel `lepe` branch (Table F "w/o RepConv").
+        use_small_kernel: whether ContMix's first half uses the small kernel; False gives both halves the
+            large kernel (Table F), with two large bias tables and `2 K^2` logits.
+        ablation: the name of the preset this configuration was built from, if any.
+    Open details and our choices: Table A's presets follow the issue's pattern {[a, b, c], [7], [c, 7]} (the
+    Focus-Net's stride-16 kernel is base stage 3's). Table B keeps the 9 blocks of XT's last Base-Net stage and
+    first Focus-Net stage; neither 1:1 nor 1:3 divides 9, so we take the nearest splits 4:5 and 2:7. Table C
+    keeps the Focus-Net channels and adjusts the Focus-Net MLP width (`focus_mlp_ratio` 2.0 / 3.5 / 3.75 for
+    CRF 2 / 6 / 8, chosen on a 0.25 grid to keep the parameters closest to XT's) rather than the block widths,
+    which the Base-Net shares.
     """
 
     model_type = "overlock"
@@ -193,6 +247,14 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         crop_pct: float = VARIANTS["overlock-xt"].crop_pct,
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
+        architecture: str = "overlock",
+        token_mixer: str = "contmix",
+        contmix_query_source: str = "features",
+        contmix_key_source: str = "context",
+        contmix_softmax: bool = True,
+        use_lepe: bool = True,
+        use_small_kernel: bool = True,
+        ablation: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -219,6 +281,14 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
         self.initializer_range = initializer_range
         self.variant = variant
         self.crop_pct = crop_pct
+        self.architecture = architecture
+        self.token_mixer = token_mixer
+        self.contmix_query_source = contmix_query_source
+        self.contmix_key_source = contmix_key_source
+        self.contmix_softmax = bool(contmix_softmax)
+        self.use_lepe = bool(use_lepe)
+        self.use_small_kernel = bool(use_small_kernel)
+        self.ablation = ablation
         if reparam_branches is None:
             used = set(self.kernel_sizes)
             reparam_branches = {k: v for k, v in DEFAULT_REPARAM_BRANCHES.items() if k in used}
@@ -257,7 +327,9 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
     # ------------------------------------------------------------------ derived sizes
     @property
     def context_dim(self) -> int:
-        """Width `Cc` of the context prior carried through the Focus-Net."""
+        """Width `Cc` of the context prior carried through the Focus-Net (0 without an Overview-Net)."""
+        if self.architecture == "hierarchical":
+            return 0
         return self.hidden_sizes[3] // self.context_reduction
 
     @property
@@ -310,6 +382,13 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
                     if k % 2 == 0 or r < 1 or r * (k - 1) + 1 > int(k_str):
                         fail(f"branch (k={k}, r={r}) of large kernel {k_str} must have odd k, r >= 1 and fit "
                              f"inside it (r*(k-1)+1 <= {k_str})")
+        for name, allowed in (("architecture", ARCHITECTURES), ("token_mixer", TOKEN_MIXERS),
+                              ("contmix_query_source", QUERY_SOURCES), ("contmix_key_source", KEY_SOURCES)):
+            if getattr(self, name) not in allowed:
+                fail(f"`{name}` must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.architecture == "hierarchical" and "context" in (self.contmix_query_source, self.contmix_key_source):
+            fail("the `hierarchical` architecture has no context: `contmix_query_source` and `contmix_key_source` "
+                 f"must be `features` or `fused`, got {self.contmix_query_source!r} / {self.contmix_key_source!r}")
         if self.aux_loss_weight < 0:
             fail(f"`aux_loss_weight` must be >= 0, got {self.aux_loss_weight}")
         if not 0.0 <= self.drop_path_rate < 1.0:
@@ -336,15 +415,37 @@ class OverLoCKConfig(BackboneConfigMixin, PretrainedConfig):
             fields["label2id"] = {label: index for index, label in fields["id2label"].items()}
         return cls(**fields)
 
+    @classmethod
+    def from_ablation(cls, name: str, **kwargs) -> "OverLoCKConfig":
+        """Configuration of an ablation preset of `ABLATIONS` (OverLoCK-XT with the preset's fields);
+        keyword arguments override fields."""
+        if name not in ABLATIONS:
+            raise ValueError(f"Unknown OverLoCK ablation preset {name!r}; known presets: {', '.join(ABLATIONS)}")
+        xt = VARIANTS["overlock-xt"]
+        fields = dict(xt.architecture, crop_pct=xt.crop_pct)
+        fields.update(copy.deepcopy(ABLATIONS[name]["fields"]))
+        fields.update(kwargs)
+        fields.setdefault("ablation", name)
+        return cls(**fields)
+
+    def is_released_design(self) -> bool:
+        """Whether every ablation field has its released (default) value."""
+        return (self.architecture, self.token_mixer, self.contmix_query_source, self.contmix_key_source,
+                self.contmix_softmax, self.use_lepe, self.use_small_kernel) == (
+            "overlock", "contmix", "features", "context", True, True, True)
+
     def matching_variant(self) -> str | None:
         """Name of the released variant whose architecture this configuration has, if any."""
         for name, variant in VARIANTS.items():
-            if all(getattr(self, field) == value for field, value in variant.architecture.items()):
+            if all(getattr(self, field) == value for field, value in variant.architecture.items()) and (
+                self.is_released_design()
+            ):
                 return name
         return None
 
 
 __all__ = [
-    "DEFAULT_REPARAM_BRANCHES", "FEATURE_MAPS", "IMAGENET_NUM_LABELS", "OverLoCKConfig", "STAGE_NAMES", "VARIANTS",
+    "ABLATIONS", "DEFAULT_REPARAM_BRANCHES", "FEATURE_MAPS", "IMAGENET_NUM_LABELS", "OverLoCKConfig", "STAGE_NAMES",
+    "VARIANTS",
     "Variant", "imagenet1k_id2label", "normalize_variant_name",
 ]

@@ -23,7 +23,13 @@ from .checkpoint_mapping import (
     unwrap_state_dict,
 )
 from .configuration_overlock import IMAGENET_NUM_LABELS, imagenet1k_id2label
-from .export import VERIFY_INPUT_SIZE, quiet_progress_bars, read_image_size, write_model_folder
+from .export import (
+    VERIFY_INPUT_SIZE,
+    check_target,
+    quiet_progress_bars,
+    read_image_size,
+    write_model_folder,
+)
 from .modeling_overlock import OverLoCKForImageClassification
 
 
@@ -84,6 +90,7 @@ def convert_checkpoint(
         CheckpointError (a ValueError) naming missing / unexpected / mis-shaped keys, an unreadable file or a
         variant mismatch; nothing is written then.
     """
+    check_target(output_dir, overwrite)  # before the slow part
     model = load_official_model(checkpoint, variant=variant, use_ema=use_ema)
     if reparameterize:
         model.reparameterize()
@@ -99,6 +106,7 @@ def reparameterize_folder(folder: str | Path, output_dir: str | Path, overwrite:
     the folder is written and verified by :func:`overlock_hf.export.write_model_folder` (same processor crop).
     """
     folder = Path(folder)
+    check_target(output_dir, overwrite)
     weights = folder / "model.safetensors"
     if not (folder / "config.json").is_file() or not weights.is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (it needs config.json and model.safetensors)")

@@ -255,15 +255,8 @@ def kernel_variants(build_dir: str | Path) -> list[str]:
 
 
 def push_kernel(
-    build_dir: str | Path,
-    repo_id: str,
-    *,
-    version: int = 1,
-    revision: str | None = None,
-    private: bool = False,
-    commit_message: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
+    build_dir: str | Path, repo_id: str, *, version: int = 1, revision: str | None = None, private: bool = False,
+    commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
 ) -> PushResult:
     """Upload the ``build/<variant>/`` folders of ``build_dir`` to the kernel repo ``repo_id`` as version ``version``.
 

@@ -1,8 +1,8 @@
 """Build the fused ContMix kernel into a kernels-hub layout without nix/kernel-builder.
 
-``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``<repo>/contmix_kernel``,
-described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed torch and lays it out
-the way ``kernels`` expects::
+``overlock-hf build-kernel OUTPUT_DIR`` compiles the kernel-builder source tree (``overlock_hf/contmix_kernel``,
+shipped with the package, described by its ``build.toml``) with ``torch.utils.cpp_extension`` for the installed
+torch and lays it out the way ``kernels`` expects::
 
     OUTPUT_DIR/build/torch{MAJOR}{MINOR}-cxx11-cpu-x86_64-linux/
         __init__.py  functional.py  layers.py  _ops.py  _overlock_contmix_cpu_<uid>.abi3.so  metadata.json
@@ -41,7 +41,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 __all__ = ["DEFAULT_SOURCE_DIR", "KernelVariant", "available_backends", "build_kernel"]
 
-DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "contmix_kernel"
+DEFAULT_SOURCE_DIR = Path(__file__).resolve().parent / "contmix_kernel"  # package data: in wheels and checkouts
 _BUILDER_REVISION = "2"  # bump when the layout or flags below change, so cached builds are redone
 _CPU_CFLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DPy_LIMITED_API=0x03090000"]
 _CUDA_CFLAGS = ["-O3", "-UTORCH_API_INCLUDE_EXTENSION_H", "-DCUDA_KERNEL", "--expt-relaxed-constexpr"]
@@ -210,18 +210,26 @@ def _is_current(variant_dir: Path, kernel_id: str) -> bool:
         return False
 
 
-def _compile(spec: dict, env: dict) -> Path:
-    result = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(spec)], env=env, capture_output=not spec["verbose"],
-        text=True,
-    )
-    if result.returncode != 0:
-        log = "" if spec["verbose"] else (result.stdout + result.stderr)[-8000:]
-        raise RuntimeError(f"building the ContMix kernel ({spec['name']}) failed:\n{log}")
-    return Path(spec["build_directory"]) / f"{spec['name']}.so"
+@dataclass(frozen=True)
+class _BuildPlan:
+    """Everything one variant's build needs, decided before compiling: sources, flags, op id, target folder."""
+
+    name: str
+    version: int
+    license: str
+    backend: str
+    kernel_id: str
+    package: Path
+    sources: list[str]
+    include_paths: list[str]
+    cflags: list[str]
+    cuda_cflags: list[str]
+    ldflags: list[str]
+    variant_dir: Path
 
 
-def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Path, force: bool, verbose: bool):
+def _plan(source_dir: Path, config: dict, backend: str, output_dir: Path) -> _BuildPlan:
+    """Read what ``build.toml`` lists for ``backend``, check the files exist, derive flags and the build id."""
     general = config["general"]
     name = general["name"]
     package = _package_dir(source_dir, name)
@@ -245,44 +253,60 @@ def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Pat
         backend,
         _source_hash(source_dir, files, package, [*cflags, *cuda_cflags, *ldflags], backend),
     )
-    variant_dir = output_dir / "build" / _variant_name(backend)
-    if not force and _is_current(variant_dir, kernel_id):
-        return KernelVariant(variant_dir, kernel_id, backend, rebuilt=False)
+    return _BuildPlan(
+        name=name, version=int(general.get("version", 1)), license=general.get("license", "Apache-2.0"),
+        backend=backend, kernel_id=kernel_id, package=package,
+        sources=sorted(str(p) for p in files if p.suffix in {".cpp", ".cc", ".cu"}), include_paths=include_paths,
+        cflags=cflags, cuda_cflags=cuda_cflags, ldflags=ldflags,
+        variant_dir=output_dir / "build" / _variant_name(backend),
+    )
 
+
+def _compile(plan: _BuildPlan, scratch: str, verbose: bool) -> Path:
+    """Compile the plan's sources in a fresh interpreter (``torch.utils.cpp_extension.load``) into ``scratch``;
+    returns the shared object."""
+    spec = {
+        "name": plan.kernel_id, "sources": plan.sources, "cflags": plan.cflags, "cuda_cflags": plan.cuda_cflags,
+        "ldflags": plan.ldflags, "include_paths": plan.include_paths, "build_directory": scratch,
+        "with_cuda": plan.backend == "cuda", "verbose": verbose,
+    }
+    env = dict(os.environ)
+    env.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(spec)], env=env, capture_output=not verbose, text=True,
+    )
+    if result.returncode != 0:
+        log = "" if verbose else (result.stdout + result.stderr)[-8000:]
+        raise RuntimeError(f"building the ContMix kernel ({plan.kernel_id}) failed:\n{log}")
+    return Path(scratch) / f"{plan.kernel_id}.so"
+
+
+def _stage(plan: _BuildPlan, shared_object: Path) -> None:
+    """Lay out the variant folder (Python package, ``_ops.py``, the ``.abi3.so``, ``metadata.json``) beside the
+    target and move it into place in one rename: a reader never sees a half-written variant."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{plan.variant_dir.name}-", dir=plan.variant_dir.parent))
+    for module in plan.package.glob("*.py"):
+        shutil.copy2(module, staging / module.name)
+    (staging / "_ops.py").write_text(_ops_module(plan.kernel_id))
+    shutil.copy2(shared_object, staging / f"{plan.kernel_id}.abi3.so")
+    metadata = {
+        "id": plan.kernel_id, "name": plan.name, "version": plan.version, "license": plan.license,
+        "python-depends": [], "backend": {"type": plan.backend},
+    }
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    if plan.variant_dir.exists():
+        shutil.rmtree(plan.variant_dir)
+    staging.rename(plan.variant_dir)
+
+
+def _build_variant(source_dir: Path, config: dict, backend: str, output_dir: Path, force: bool, verbose: bool):
+    """Plan, then (unless an up-to-date build is there) compile and stage one variant."""
+    plan = _plan(source_dir, config, backend, output_dir)
+    if not force and _is_current(plan.variant_dir, plan.kernel_id):
+        return KernelVariant(plan.variant_dir, plan.kernel_id, backend, rebuilt=False)
     with tempfile.TemporaryDirectory(prefix="contmix-build-") as scratch:
-        spec = {
-            "name": kernel_id,
-            "sources": sorted(str(p) for p in files if p.suffix in {".cpp", ".cc", ".cu"}),
-            "cflags": cflags,
-            "cuda_cflags": cuda_cflags,
-            "ldflags": ldflags,
-            "include_paths": include_paths,
-            "build_directory": scratch,
-            "with_cuda": backend == "cuda",
-            "verbose": verbose,
-        }
-        env = dict(os.environ)
-        env.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
-        shared_object = _compile(spec, env)
-
-        staging = Path(tempfile.mkdtemp(prefix=f".{variant_dir.name}-", dir=variant_dir.parent))
-        for module in package.glob("*.py"):
-            shutil.copy2(module, staging / module.name)
-        (staging / "_ops.py").write_text(_ops_module(kernel_id))
-        shutil.copy2(shared_object, staging / f"{kernel_id}.abi3.so")
-        metadata = {
-            "id": kernel_id,
-            "name": name,
-            "version": int(general.get("version", 1)),
-            "license": general.get("license", "Apache-2.0"),
-            "python-depends": [],
-            "backend": {"type": backend},
-        }
-        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    if variant_dir.exists():
-        shutil.rmtree(variant_dir)
-    staging.rename(variant_dir)
-    return KernelVariant(variant_dir, kernel_id, backend, rebuilt=True)
+        _stage(plan, _compile(plan, scratch, verbose))
+    return KernelVariant(plan.variant_dir, plan.kernel_id, backend, rebuilt=True)
 
 
 def build_kernel(
@@ -296,7 +320,8 @@ def build_kernel(
 
     Args:
         output_dir: the kernel repository folder to fill (``kernels`` loads it with ``get_local_kernel``).
-        source_dir: the kernel-builder source tree; defaults to ``<repo root>/contmix_kernel``.
+        source_dir: the kernel-builder source tree; defaults to the one shipped with the package
+            (``overlock_hf/contmix_kernel``).
         backends: subset of :func:`available_backends` (default: all of them).
         force: rebuild even when a variant with the same source hash exists.
         verbose: stream the compiler output.

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BackboneOutput
 from transformers.utils import ModelOutput
 
 from .configuration_overlock import FEATURE_MAPS, LEGACY_STAGE_NAMES, OverLoCKConfig
-from .contmix import ContMix
+from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
 from .depthwise_conv import OverLoCKDepthwiseConv2d
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
@@ -62,6 +62,8 @@ class OverLoCKModelOutput(ModelOutput):
         base_hidden_state: Base-Net output (`base_stride16`, base stage 3), `(B, C3, H/16, W/16)`.
         focus_stride16_hidden_state: `[x, context]` after the stride-16 Focus-Net stage (`focus_stride16`),
             `(B, C3 + Cc, H/16, W/16)`.
+            The `hierarchical` ablation (no Overview-Net) returns `(stem, stage1, stage2, stage3, stage4)`, its
+            `last_hidden_state` is stage 4 `(B, C4, H/32, W/32)`; the Overview-Net and Focus-Net fields are None.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -320,32 +322,46 @@ class OverLoCKRepConvBlock(nn.Module):
         return shortcut + self.drop_path(residual)
 
 
+class OverLoCKContMixLinear(nn.Module):
+    """ContMix without the softmax (ablation `contmix_softmax=False`): the biased logits weight the taps directly.
+
+    Same call as :class:`ContMix`: `(logits (B,G,H,W,K*K), rpb (G,2K-1,2K-1), value (B,G,C,H,W), K) -> (B,G,C,H,W)`.
+    """
+
+    def forward(self, logits: torch.Tensor, rpb: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
+        bias = relative_position_bias(rpb, value.shape[-2], value.shape[-1], kernel_size)
+        return neighborhood_aggregate(logits + bias.unsqueeze(0), value, kernel_size)
+
+
 class OverLoCKContMixer(nn.Module):
     """ContMix token mixer: dynamic kernels from the affinity of each pixel (query) to the pooled context (keys).
 
     The queries come from the block's normalized features `(B, C, H, W)`, the keys from its context
-    `(B, Cc, H, W)` pooled to `p x p`; their per-group affinity `(B, G, H*W, p*p)` is projected to the logits of
-    a small and a large kernel per pixel, which :class:`ContMix` (bias + softmax + windowed aggregation) applies
-    to the two halves of `values (B, C, H, W)`. Maps smaller than the large kernel are upsized for ContMix and
-    pooled back. `forward(values, fused)` with `fused = [features, context]` `(B, C + Cc, H, W)` returns
-    `(B, C, H, W)`.
+    `(B, Cc, H, W)` pooled to `p x p` (other sources: `config.contmix_query_source` / `contmix_key_source`);
+    their per-group affinity `(B, G, H*W, p*p)` is projected to the logits of a small and a large kernel per
+    pixel, which :class:`ContMix` (bias + softmax + windowed aggregation) applies to the two halves of
+    `values (B, C, H, W)`. Maps smaller than the large kernel are upsized for ContMix and pooled back.
+    `forward(values, fused)` with `fused = [features, context]` `(B, C + Cc, H, W)` returns `(B, C, H, W)`.
     """
 
     def __init__(self, config: OverLoCKConfig, channels: int, kernel_size: int, num_heads: int):
         super().__init__()
-        small, pool = config.small_kernel_size, config.context_pool_size
+        small = config.small_kernel_size if config.use_small_kernel else kernel_size
+        pool = config.context_pool_size
         self.channels = channels
         self.kernel_size, self.small_kernel_size = kernel_size, small
         self.num_groups = 2 * num_heads
         self.scale = (channels // self.num_groups) ** -0.5
         self.context_pool_size = pool
-        self.query = conv_norm(channels, channels // 2, config)
-        self.key = conv_norm(config.context_dim, channels // 2, config)
+        self.query_source, self.key_source = config.contmix_query_source, config.contmix_key_source
+        widths = {"features": channels, "context": config.context_dim, "fused": channels}
+        self.query = conv_norm(widths[self.query_source], channels // 2, config)
+        self.key = conv_norm(widths[self.key_source], channels // 2, config)
         # the official 1x1 conv over the p*p affinity axis, as a linear map so the taps come out last
         self.kernel_proj = nn.Linear(pool * pool, small * small + kernel_size * kernel_size)
         self.rpb_small = nn.Parameter(torch.zeros(self.num_groups, 2 * small - 1, 2 * small - 1))
         self.rpb_large = nn.Parameter(torch.zeros(self.num_groups, 2 * kernel_size - 1, 2 * kernel_size - 1))
-        self.contmix = ContMix()
+        self.contmix = ContMix() if config.contmix_softmax else OverLoCKContMixLinear()
 
     def _working_size(self, height: int, width: int) -> tuple[int, int]:
         """Size at which ContMix runs: the input size, or (when smaller than the kernel) a bilinear upsize."""
@@ -363,9 +379,9 @@ class OverLoCKContMixer(nn.Module):
         if (work_h, work_w) != (height, width):
             values = F.interpolate(values, size=(work_h, work_w), mode="bilinear", align_corners=False)
             fused = F.interpolate(fused, size=(work_h, work_w), mode="bilinear", align_corners=False)
-        features, context = fused[:, : self.channels], fused[:, self.channels :]
-        query = self.query(features) * self.scale  # (B, C/2, h, w)
-        key = self.key(F.adaptive_avg_pool2d(context, self.context_pool_size))  # (B, C/2, p, p)
+        sources = {"features": fused[:, : self.channels], "context": fused[:, self.channels :], "fused": values}
+        query = self.query(sources[self.query_source]) * self.scale  # (B, C/2, h, w)
+        key = self.key(F.adaptive_avg_pool2d(sources[self.key_source], self.context_pool_size))  # (B, C/2, p, p)
         query = query.reshape(batch, groups, -1, work_h * work_w)
         key = key.reshape(batch, groups, -1, self.context_pool_size**2)
         affinity = torch.einsum("bgcn,bgcl->bgnl", query, key)  # (B, G, h*w, p*p)
@@ -378,6 +394,21 @@ class OverLoCKContMixer(nn.Module):
         if (work_h, work_w) != (height, width):
             out = F.adaptive_avg_pool2d(out, (height, width))
         return out
+
+
+class OverLoCKStaticMixer(nn.Module):
+    """Static token mixer (ablation `token_mixer="static"`): biased depthwise small / large convs on the two
+    channel halves of `values (B, C, H, W)`, where ContMix puts its two dynamic kernels. Returns `(B, C, H, W)`."""
+
+    def __init__(self, config: OverLoCKConfig, channels: int, kernel_size: int):
+        super().__init__()
+        small = config.small_kernel_size if config.use_small_kernel else kernel_size
+        self.small = depthwise_conv(channels // 2, small, bias=True)
+        self.large = depthwise_conv(channels // 2, kernel_size, bias=True)
+
+    def forward(self, values: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        first, second = values.chunk(2, dim=1)
+        return torch.cat([self.small(first), self.large(second)], dim=1)
 
 
 class OverLoCKDynamicConvBlock(nn.Module):
@@ -398,7 +429,7 @@ class OverLoCKDynamicConvBlock(nn.Module):
         self.is_first, self.is_last = is_first, is_last
 
         # dynamic top-down guidance: blend the running context with this scale's prior
-        if not is_first:
+        if context_dim and not is_first:
             self.context_scale = OverLoCKLayerScale(context_dim, config.layer_scale_init_value)
             self.prior_scale = OverLoCKLayerScale(context_dim, config.layer_scale_init_value)
         self.dwconv1 = OverLoCKResidualDepthwiseConv(fused_dim)
@@ -408,14 +439,19 @@ class OverLoCKDynamicConvBlock(nn.Module):
         self.fusion_norm = nn.BatchNorm2d(fused_dim, eps=eps)
         self.fusion_proj = nn.Conv2d(fused_dim, channels, 1)
         self.fusion_grn = OverLoCKGRN(channels)
-        self.mixer = OverLoCKContMixer(config, channels, kernel_size, num_heads)
+        if config.token_mixer == "static":
+            self.mixer = OverLoCKStaticMixer(config, channels, kernel_size)
+        else:
+            self.mixer = OverLoCKContMixer(config, channels, kernel_size, num_heads)
         self.contmix_proj = conv_norm(channels, channels, config)
-        # static large-kernel positional branch and gate
-        self.lepe = OverLoCKDilatedReparamConv(
-            channels, kernel_size, config.branches_for(kernel_size) if not config.reparameterized else [],
-            eps, config.reparameterized,
-        )
-        self.lepe_norm = nn.BatchNorm2d(channels, eps=eps)
+        # static large-kernel positional branch (absent in the `use_lepe=False` ablation) and gate
+        self.lepe, self.lepe_norm = None, None
+        if config.use_lepe:
+            self.lepe = OverLoCKDilatedReparamConv(
+                channels, kernel_size, config.branches_for(kernel_size) if not config.reparameterized else [],
+                eps, config.reparameterized,
+            )
+            self.lepe_norm = nn.BatchNorm2d(channels, eps=eps)
         self.se = OverLoCKSqueezeExcite(channels)
         self.gate = conv_norm(channels, channels, config)
         self.proj_norm = nn.BatchNorm2d(channels, eps=eps)
@@ -433,22 +469,23 @@ class OverLoCKDynamicConvBlock(nn.Module):
         self.drop_path = OverLoCKDropPath(drop_path_rate)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, prior: torch.Tensor):
-        if not self.is_first:
+        if self.context_dim and not self.is_first:
             context = self.context_scale(context) + self.prior_scale(prior)
-        fused = self.dwconv1(torch.cat([x, context], dim=1))
+        fused = self.dwconv1(torch.cat([x, context], dim=1) if self.context_dim else x)
         identity = fused
         fused = self.norm1(fused)
         values = self.fusion_grn(self.fusion_proj(F.gelu(self.fusion_norm(self.fusion_dwconv(fused)))))
         gate = F.silu(self.gate(values))
-        lepe = self.lepe_norm(self.lepe(values))
         out = self.contmix_proj(self.mixer(values, fused))
-        out = gate * self.se(out + lepe)
+        if self.lepe is not None:
+            out = out + self.lepe_norm(self.lepe(values))
+        out = gate * self.se(out)
         out = self.proj(self.proj_norm(out))
         y = self.layer_scale1(identity) + self.drop_path(out)
         y = self.dwconv2(y)
         mlp = self.fc2(self.grn(self.mlp_dwconv(F.gelu(self.fc1(self.norm2(y))))))
         y = self.layer_scale2(y) + self.drop_path(mlp)
-        if self.is_last:
+        if self.is_last or not self.context_dim:
             return y, None
         return y[:, : self.channels], y[:, self.channels :]
 
@@ -467,7 +504,8 @@ class OverLoCKBlockRunner(nn.Module):
 
 
 class OverLoCKStage(OverLoCKBlockRunner):
-    """An optional stride-2 downsample (3x3 conv + BN) followed by `OverLoCKRepConvBlock`s."""
+    """An optional stride-2 downsample (3x3 conv + BN) followed by `OverLoCKRepConvBlock`s (and, in the
+    `hierarchical` ablation's stages 3 and 4, by context-free `OverLoCKDynamicConvBlock`s). `(B, C, H, W)` in."""
 
     def __init__(self, config: OverLoCKConfig, index: int, drop_path_rates: list[float]):
         super().__init__()
@@ -475,9 +513,17 @@ class OverLoCKStage(OverLoCKBlockRunner):
         self.downsample = (
             conv_norm(config.hidden_sizes[index - 1], channels, config, 3, stride=2) if index > 0 else None
         )
+        kernel = config.kernel_sizes[index]
+        depth = config.depths[index]
         self.blocks = nn.ModuleList(
-            OverLoCKRepConvBlock(config, channels, config.kernel_sizes[index], config.use_layer_scale[index], rate)
-            for rate in drop_path_rates
+            OverLoCKRepConvBlock(config, channels, kernel, config.use_layer_scale[index], rate)
+            for rate in drop_path_rates[:depth]
+        )
+        # the `hierarchical` ablation: stages 3 and 4 continue in place with context-free ContMix blocks
+        self.dynamic_blocks = nn.ModuleList(
+            OverLoCKDynamicConvBlock(config, channels, kernel, config.focus_num_heads[index - 2], rate,
+                                     is_first=True, is_last=False)
+            for rate in drop_path_rates[depth:]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -485,6 +531,8 @@ class OverLoCKStage(OverLoCKBlockRunner):
             x = self.downsample(x)
         for block in self.blocks:
             x = self._run(block, x)
+        for block in self.dynamic_blocks:
+            x, _ = self._run(block, x, None, None)
         return x
 
 
@@ -641,8 +689,14 @@ def _check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
         )
 
 
+# Loading a classification folder into the headless models drops its two heads by design: not worth a report.
+_CLASSIFIER_HEADS = [r"^(overlock\.)?(aux_)?classifier\."]
+
+
 class OverLoCKModel(OverLoCKPreTrainedModel):
     """The OverLoCK backbone network: Base-Net -> Overview-Net -> Focus-Net, without classification heads."""
+
+    _keys_to_ignore_on_load_unexpected = _CLASSIFIER_HEADS
 
     def __init__(self, config: OverLoCKConfig):
         super().__init__(config)
@@ -653,9 +707,19 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
             per_stage.append(rates[start : start + depth])
             start += depth
         self.embeddings = OverLoCKStem(config)
-        self.base_net = OverLoCKBaseNet(config, per_stage[:3])
-        self.overview_net = OverLoCKOverviewNet(config, per_stage[3])
-        self.focus_net = OverLoCKFocusNet(config, per_stage[4:])
+        if config.architecture == "hierarchical":
+            # one pyramid: stage i runs depths[i] large-kernel blocks, then (stages 3, 4) focus_depths ContMix ones
+            rates, start = [], 0
+            flat = [r for stage in per_stage for r in stage]
+            for i, depth in enumerate(config.depths):
+                depth += config.focus_depths[i - 2] if i >= 2 else 0
+                rates.append(flat[start : start + depth])
+                start += depth
+            self.stages = nn.ModuleList(OverLoCKStage(config, i, rates[i]) for i in range(4))
+        else:
+            self.base_net = OverLoCKBaseNet(config, per_stage[:3])
+            self.overview_net = OverLoCKOverviewNet(config, per_stage[3])
+            self.focus_net = OverLoCKFocusNet(config, per_stage[4:])
         self.post_init()
 
     def forward(
@@ -674,6 +738,8 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         stem = self.embeddings(pixel_values)
+        if self.config.architecture == "hierarchical":
+            return self._forward_hierarchical(stem, output_hidden_states, return_dict)
         stage1, stage2, stage3 = self.base_net(stem)
         overview = self.overview_net(stage3)
         focus16, focus = self.focus_net(stage3, overview)
@@ -684,6 +750,18 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
             return tuple(v for v in (focus, pooled, overview, hidden_states) if v is not None)
         named = {info["output"]: tensor for info, tensor in zip(FEATURE_MAPS.values(), maps) if info["output"]}
         return OverLoCKModelOutput(pooler_output=pooled, hidden_states=hidden_states, **named)
+
+    def _forward_hierarchical(self, stem: torch.Tensor, output_hidden_states: bool, return_dict: bool):
+        """The `hierarchical` ablation: four stages in a row; hidden states `(stem, stage1, .., stage4)`."""
+        outputs, x = [stem], stem
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        pooled = x.mean(dim=(2, 3))
+        hidden_states = tuple(outputs) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (x, pooled, hidden_states) if v is not None)
+        return OverLoCKModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
 
 
 class OverLoCKClassifierHead(nn.Module):
@@ -725,7 +803,9 @@ class OverLoCKForImageClassification(OverLoCKPreTrainedModel):
         self.num_labels = config.num_labels
         self.overlock = OverLoCKModel(config)
         self.classifier = OverLoCKClassifierHead(config)
-        self.aux_classifier = OverLoCKAuxClassifierHead(config)
+        # no Overview-Net, no auxiliary head in the `hierarchical` ablation
+        has_overview = config.architecture != "hierarchical"
+        self.aux_classifier = OverLoCKAuxClassifierHead(config) if has_overview else None
         self.post_init()
 
     def _classification_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -743,7 +823,7 @@ class OverLoCKForImageClassification(OverLoCKPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.overlock(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(outputs.last_hidden_state)
-        use_aux = self.training and self.config.aux_loss_weight > 0
+        use_aux = self.training and self.config.aux_loss_weight > 0 and self.aux_classifier is not None
         aux_logits = self.aux_classifier(outputs.overview_hidden_state) if use_aux else None
 
         loss = None
@@ -772,8 +852,13 @@ class OverLoCKBackbone(OverLoCKPreTrainedModel, BackboneMixin):
     """
 
     has_attentions = False
+    _keys_to_ignore_on_load_unexpected = _CLASSIFIER_HEADS
+    _keys_to_ignore_on_load_missing = [r"^feature_norms\."]  # new in a classification folder: identity init
 
     def __init__(self, config: OverLoCKConfig):
+        if config.architecture != "overlock":
+            raise ValueError(f"OverLoCKBackbone needs the Focus-Net: config.architecture={config.architecture!r} "
+                             "(the `hierarchical` ablation) has none; use OverLoCKModel's hidden_states instead")
         super().__init__(config)
         self.overlock = OverLoCKModel(config)
         if hasattr(self, "_init_backbone"):  # transformers 4.x (it resets `num_features` to None: call it first)

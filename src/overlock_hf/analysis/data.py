@@ -31,9 +31,10 @@ PREFERRED_SPLITS = ("validation", "val", "test", "train")
 class EvalSamples:
     """The images of one evaluation set: `sources[i]` (a path, or a row of a dataset) with class `names[i]`.
 
-    `dataset` is the `datasets.Dataset` (image column not decoded) when the set is one, else None; `class_names`
-    lists the distinct names; `integer_labels` is True when the names are plain integer labels of a dataset
-    without usable class names (see `labels.integer_label_indices`).
+    `class_names` lists the distinct names (a dataset's ``ClassLabel`` names, in label order). For a dataset,
+    `dataset` is the `datasets.Dataset` (image column not decoded), `values[i]` the integer label of row i, and
+    `integer_labels` is True when the labels are plain integers without class names (see
+    `labels.integer_label_indices`).
     """
 
     description: str
@@ -41,6 +42,7 @@ class EvalSamples:
     names: list[str]
     class_names: list[str]
     dataset: object = None
+    values: list[int] | None = None
     integer_labels: bool = False
 
 
@@ -120,11 +122,12 @@ def dataset_samples(data: str, split: str | None = None) -> EvalSamples:
     values = [int(value) for value in dataset["label"]]
     if min(values) < 0:
         raise EvaluationError(f"{data}: {sum(v < 0 for v in values)} rows have a negative label (unlabeled rows)")
+    rows = list(range(len(dataset)))
     if getattr(feature, "names", None):
         names = [feature.names[value] for value in values]
-        return EvalSamples(data, list(range(len(dataset))), names, list(feature.names), dataset)
+        return EvalSamples(data, rows, names, list(feature.names), dataset, values)
     names = [str(value) for value in values]
-    return EvalSamples(data, list(range(len(dataset))), names, sorted(set(names), key=int), dataset, True)
+    return EvalSamples(data, rows, names, sorted(set(names), key=int), dataset, values, True)
 
 
 def is_dataset(data: str | Path) -> bool:
@@ -238,6 +241,5 @@ def make_loader(dataset: EvalDataset, indices: list[int], batch_size: int, num_w
     """A DataLoader over `indices` of `dataset`, in order, with `collate`."""
     return torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=collate, pin_memory=pin_memory, persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
+        collate_fn=collate, pin_memory=pin_memory,
     )

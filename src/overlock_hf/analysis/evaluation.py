@@ -74,14 +74,10 @@ def sample_labels(samples: EvalSamples, benchmark: str, config) -> tuple[list[in
         except EvaluationError:
             subset = subset_indices(benchmark)
             expected = len(subset) if subset is not None else int(config.num_labels)
-            if samples.dataset is None or len(samples.class_names) != expected:
+            if samples.values is None or len(samples.class_names) != expected:
                 raise
-        position = {name: index for index, name in enumerate(samples.class_names)}
-        values = [position[name] for name in samples.names]
-    else:
-        values = [int(name) for name in samples.names]
-    classes = integer_label_indices(benchmark, max(values) + 1, config)
-    return [classes[value] for value in values], "integer labels"
+    classes = integer_label_indices(benchmark, max(samples.values) + 1, config)
+    return [classes[value] for value in samples.values], "integer labels"
 
 
 def spread_indices(total: int, limit: int | None) -> list[int]:

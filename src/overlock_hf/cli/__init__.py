@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "hub",
     "evaluate",
     "analysis",
+    "profile",
 )
 
 DESCRIPTION = (

@@ -27,37 +27,34 @@ def _run_push_kernel(args: argparse.Namespace) -> int:
     ))
 
 
-def _add_common_options(parser: argparse.ArgumentParser) -> None:
+def _add_push_parser(subparsers, name: str, repo: str, what: str, description: str, source: tuple[str, str], run,
+                     extra: list[tuple[str, dict]]) -> None:
+    """One upload command: ``NAME SOURCE REPO_ID`` with ``extra`` options and the options every upload takes."""
+    parser = subparsers.add_parser(name, help=f"upload {what}", description=description)
+    parser.add_argument(source[0], help=source[1])
+    parser.add_argument("repo_id", help=f"namespace/name of the {repo} repo")
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
     parser.add_argument("--private", action="store_true", help="create the repo as private (if it does not exist)")
     parser.add_argument("--commit-message", default=None, help="message of the commit")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+    parser.set_defaults(func=run)
 
 
 def add_commands(subparsers) -> None:
     """Add ``push FOLDER REPO_ID`` and ``push-kernel BUILD_DIR REPO_ID``; each sets ``func(args) -> exit code``."""
-    push = subparsers.add_parser(
-        "push", help="upload a converted model folder to a Hub model repo",
-        description="Upload a converted model folder (weights, config with auto_map, code, processor config, "
-        "model card) to a Hub model repo, creating it if needed. Unchanged files are skipped.",
+    _add_push_parser(
+        subparsers, "push", "model", "a converted model folder to a Hub model repo",
+        "Upload a converted model folder (weights, config with auto_map, code, processor config, model card) to a "
+        "Hub model repo, creating it if needed. Unchanged files are skipped.",
+        ("folder", "the converted model folder"), _run_push,
+        [("--revision", dict(default=None, help="branch to commit to (default: main; created if missing)"))],
     )
-    push.add_argument("folder", help="the converted model folder")
-    push.add_argument("repo_id", help="namespace/name of the model repo")
-    push.add_argument("--revision", default=None, help="branch to commit to (default: main; created if missing)")
-    _add_common_options(push)
-    push.set_defaults(func=_run_push)
-
-    push_kernel_parser = subparsers.add_parser(
-        "push-kernel", help="upload a ContMix kernel build to a Hub kernel repo",
-        description="Upload the build/<variant>/ folders of a kernel build (overlock-hf build-kernel) to a Hub "
-        "kernel repo and point its v<version> branch at them.",
+    _add_push_parser(
+        subparsers, "push-kernel", "kernel", "a ContMix kernel build to a Hub kernel repo",
+        "Upload the build/<variant>/ folders of a kernel build (overlock-hf build-kernel) to a Hub kernel repo and "
+        "point its v<version> branch at them.",
+        ("build_dir", "the folder holding build/<variant>/"), _run_push_kernel,
+        [("--version", dict(type=int, default=1, help="kernel version: branch v<version> (default 1)")),
+         ("--revision", dict(default=None, help="branch that receives the build before v<version> (default: main)"))],
     )
-    push_kernel_parser.add_argument("build_dir", help="the folder holding build/<variant>/")
-    push_kernel_parser.add_argument("repo_id", help="namespace/name of the kernel repo")
-    push_kernel_parser.add_argument(
-        "--version", type=int, default=1, help="kernel version: branch v<version> (default 1)"
-    )
-    push_kernel_parser.add_argument(
-        "--revision", default=None, help="branch that receives the build before v<version> (default: main)"
-    )
-    _add_common_options(push_kernel_parser)
-    push_kernel_parser.set_defaults(func=_run_push_kernel)

@@ -21,7 +21,6 @@ from .sources import (
     check_image_folder,
     load_image_dataset,
     looks_like_path,
-    quiet_datasets,
     select_subsets,
 )
 
@@ -39,6 +38,5 @@ __all__ = [
     "load_image_dataset",
     "looks_like_path",
     "prepare_columns",
-    "quiet_datasets",
     "select_subsets",
 ]

@@ -8,15 +8,15 @@ would then return no label column at all).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from PIL import Image
 
+from ..progress import quiet_progress_bars
 from .errors import FinetuningError
 
 __all__ = ["DIGITS", "DIGITS_IMAGE_SIZE", "check_image_folder", "load_image_dataset", "looks_like_path",
-           "quiet_datasets", "select_subsets"]
+           "select_subsets"]
 
 DIGITS = "digits"  # the name of the embedded dataset
 DIGITS_IMAGE_SIZE = 64
@@ -29,20 +29,6 @@ def looks_like_path(name: str) -> bool:
     if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).drive:
         return True
     return "/" in name and Path(name.split("/")[0]).is_dir()
-
-
-@contextlib.contextmanager
-def quiet_datasets():
-    """`datasets` without its progress bars (casting / mapping a few columns is not news to the user)."""
-    import datasets
-
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
 
 
 def _digits_dataset(seed: int, validation_fraction: float):
@@ -117,7 +103,7 @@ def load_image_dataset(dataset: str, dataset_config: str | None = None, validati
         return _digits_dataset(seed, validation_fraction)
     from datasets import load_dataset
 
-    with quiet_datasets():
+    with quiet_progress_bars():
         if Path(dataset).is_dir() or looks_like_path(dataset):
             check_image_folder(dataset)
             splits = load_dataset("imagefolder", data_dir=str(dataset))
@@ -137,7 +123,12 @@ def _split_off_validation(train, validation_fraction: float, seed: int):
     from datasets import ClassLabel, DatasetDict
 
     stratify = next((name for name, feature in train.features.items() if isinstance(feature, ClassLabel)), None)
-    parts = train.train_test_split(test_size=validation_fraction, seed=seed, stratify_by_column=stratify)
+    try:
+        parts = train.train_test_split(test_size=validation_fraction, seed=seed, stratify_by_column=stratify)
+    except ValueError as error:  # e.g. fewer held-out images than classes for a stratified split
+        raise FinetuningError(f"cannot hold out a validation split of {validation_fraction} of {len(train)} "
+                              f"images: {error}; add images, or a validation/ folder, or change "
+                              "--validation_fraction") from error
     return DatasetDict(train=parts["train"], validation=parts["test"])
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..configuration_overlock import VARIANTS, OverLoCKConfig
+from ..configuration_overlock import ABLATIONS, VARIANTS, OverLoCKConfig
 from ..data import FinetuningError, looks_like_path
 
 __all__ = ["COMPACT", "COMPACT_CONFIG", "ModelSource", "build_model", "resolve_model_source"]
@@ -30,8 +30,8 @@ COMPACT_CONFIG = dict(
 
 @dataclass
 class ModelSource:
-    """`--model` resolved: `kind` is `"compact"`, `"variant"` (`name` is then the canonical variant name) or
-    `"checkpoint"` (`name` a local folder or a Hub id)."""
+    """`--model` resolved: `kind` is `"compact"`, `"variant"` (`name` is then the canonical variant name),
+    `"ablation"` (a preset of `ABLATIONS`, trained from scratch) or `"checkpoint"` (`name` a local folder or a Hub id)."""
 
     kind: str
     name: str
@@ -77,10 +77,12 @@ def resolve_model_source(model: str) -> ModelSource:
     variant = _variant_name(model)
     if variant is not None:
         return ModelSource("variant", variant)
+    if model in ABLATIONS:
+        return ModelSource("ablation", model)
     if looks_like_path(model):
         raise FinetuningError(f"--model {model}: no such folder")
     if "/" not in model:
-        choices = [COMPACT, *VARIANTS]
+        choices = [COMPACT, *VARIANTS, *ABLATIONS]
         close = difflib.get_close_matches(model.lower(), choices, n=2, cutoff=0.5)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise FinetuningError(f"--model {model!r} is not a known model: {hint}Choices: {', '.join(choices)}, "
@@ -110,7 +112,9 @@ def build_model(source: ModelSource | str, label_names: Sequence[str], *, drop_p
     if source.kind != "checkpoint":
         fields = dict(COMPACT_CONFIG, **overrides) if source.kind == COMPACT else overrides
         fields.update(num_labels=len(label_names), id2label=id2label, label2id=label2id)
-        config = OverLoCKConfig(**fields) if source.kind == COMPACT else OverLoCKConfig.from_variant(source.name, **fields)
+        build = {COMPACT: OverLoCKConfig, "variant": lambda **f: OverLoCKConfig.from_variant(source.name, **f),
+                 "ablation": lambda **f: OverLoCKConfig.from_ablation(source.name, **f)}[source.kind]
+        config = build(**fields)
         return AutoModelForImageClassification.from_config(config)
     checkpoint_labels = AutoConfig.from_pretrained(source.name).num_labels
     if checkpoint_labels != len(label_names) and not ignore_mismatched_sizes:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..progress import quiet_progress_bars
+
 __all__ = ["draw_prediction_grid", "preview_predictions", "print_preview"]
 
 
@@ -32,8 +34,9 @@ def preview_predictions(model_dir: str | Path, images: Sequence[Image.Image], tr
     `images`; writes the prediction grid to `png_path`. Returns `(top label, score)` per image."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-    model = AutoModelForImageClassification.from_pretrained(model_dir)
-    processor = AutoImageProcessor.from_pretrained(model_dir)
+    with quiet_progress_bars():
+        model = AutoModelForImageClassification.from_pretrained(model_dir)
+        processor = AutoImageProcessor.from_pretrained(model_dir)
     classify = pipeline("image-classification", model=model, image_processor=processor, device="cpu")
     top = [result[0] for result in classify(list(images), top_k=1)]
     predictions = [(item["label"], float(item["score"])) for item in top]

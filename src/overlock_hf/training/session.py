@@ -23,6 +23,7 @@ from ..data import (
     select_subsets,
 )
 from ..image_processing_overlock import make_image_processor
+from ..progress import quiet_progress_bars
 from ..training_transforms import TrainTransform
 from .models import ModelSource, build_model, resolve_model_source
 from .output import check_push_target
@@ -93,7 +94,9 @@ def prepare_finetuning(options, main_process_first: Callable[[], contextlib.Abst
         check_push_target(options.push_to_hub)
     with (main_process_first or contextlib.nullcontext)():
         splits = load_image_dataset(options.dataset, options.dataset_config, options.validation_fraction, options.seed)
-        splits, image_column, label_column, names = prepare_columns(splits, options.image_column, options.label_column)
+        with quiet_progress_bars():
+            splits, image_column, label_column, names = prepare_columns(splits, options.image_column,
+                                                                        options.label_column)
     splits = select_subsets(splits, options.max_train_samples, options.max_eval_samples)
     if Path(options.dataset).is_dir():
         for split in splits.values():
