@@ -14,7 +14,7 @@ import torch
 
 from conftest import REPO_ROOT
 from overlock_hf.contmix import contmix_reference
-from overlock_hf.kernel_builder import cuda_gencode_flags
+from overlock_hf.kernel_builder import DEFAULT_SOURCE_DIR, cuda_gencode_flags
 
 CAPABILITIES = ["7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"]
 
@@ -58,7 +58,7 @@ def test_rpb_gradient_query_ranges_match_brute_force(tmp_path):
     if compiler is None:
         pytest.fail("a host C++ compiler is needed to check contmix_common.h")
     (tmp_path / "check.cpp").write_text(_HOST_PROGRAM)
-    subprocess.run([compiler, "-std=c++17", f"-I{REPO_ROOT / 'contmix_kernel' / 'common'}", "check.cpp", "-o",
+    subprocess.run([compiler, "-std=c++17", f"-I{DEFAULT_SOURCE_DIR / 'common'}", "check.cpp", "-o",
                     "check"], cwd=tmp_path, check=True, capture_output=True)
     lines = subprocess.run([str(tmp_path / "check")], check=True, capture_output=True, text=True).stdout.split("\n")
     for line in filter(None, lines):
