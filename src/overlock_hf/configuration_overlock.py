@@ -1,4 +1,8 @@
-"""OverLoCK configuration: every architectural hyperparameter as a named field, and the released variants."""
+"""OverLoCK configuration: every architectural hyperparameter as a named field, and the released variants.
+
+Over 300 lines because it is the one owner of three tables the model code and the Hub copy need together:
+the released variants, the named feature maps and the ablation presets, with the field documentation.
+"""
 
 from __future__ import annotations
 

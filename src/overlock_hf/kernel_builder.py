@@ -16,6 +16,8 @@ unique per build and lets a cached ``OUTPUT_DIR`` be reused: a variant whose ``m
 carries the current id is not rebuilt. The CPU implementation is registered in every variant (``kernels``
 picks the variant from the torch build, not from the device). Such builds suit local use and tests; builds
 published on the Hub should come from kernel-builder (manylinux, provenance).
+
+A little over 300 lines: the plan, compile and stage steps of one build and the CUDA flag logic they share.
 """
 
 from __future__ import annotations

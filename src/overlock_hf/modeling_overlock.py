@@ -3,6 +3,9 @@
 An image goes through the Base-Net (stem and stages 1-3, stride 16), the Overview-Net (stage 4, stride 32),
 whose coarse features feed an auxiliary classifier and become the context prior, and the Focus-Net, two
 stages of ContMix blocks at strides 16 and 32 guided by that prior. All tensors are NCHW.
+
+Over 300 lines by design: like transformers' own `modeling_*.py`, the whole model is one module, the file the
+Hub copies for `trust_remote_code` (with the few helpers in `CODE_FILES`); the sections follow the module tree.
 """
 
 from __future__ import annotations
