@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "evaluate",
     "analysis",
     "profile",
+    "predict",
 )
 
 DESCRIPTION = (
