@@ -23,6 +23,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_overlock import FEATURE_MAPS, LEGACY_STAGE_NAMES, OverLoCKConfig
 from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
+# Imported here as well as in contmix.py: transformers 4.x copies only the model file's own relative imports
+# into its remote-code module cache, not those of the files it imports.
+from .contmix_windowed import windowed_aggregate  # noqa: F401
 from .depthwise_conv import OverLoCKDepthwiseConv2d
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
