@@ -1,45 +1,18 @@
-"""The fast pure-PyTorch ContMix (tiled matmuls) against NATTEN's fixtures and the per-tap reference."""
+"""The fast pure-PyTorch ContMix (tiled matmuls) against the per-tap reference (its NATTEN fixture parity runs in
+tests/test_contmix_reference.py, beside the reference's)."""
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import load_file
 
-from conftest import fixture_path
+from _shared import grouped, rel_err
 from overlock_hf.contmix import (
     ContMix,
     contmix_pytorch,
     contmix_reference,
     windowed_aggregate,
 )
-
-
-def _rel_err(ours, ref):
-    ours, ref = ours.detach(), ref.detach()
-    return float((ours - ref).abs().max() / max(1.0, float(ref.abs().max())))
-
-
-def _grouped(t):
-    """(B, G, H, W, C) fixture layout -> (B, G, C, H, W) op layout."""
-    return t.permute(0, 1, 4, 2, 3).contiguous()
-
-
-@pytest.fixture(scope="module")
-def na2d_cases():
-    return load_file(fixture_path("na2d_av_reference.safetensors"))
-
-
-@pytest.mark.parametrize("case", range(8))
-def test_windowed_aggregate_matches_natten(na2d_cases, case):
-    k = int(na2d_cases[f"case{case}.kernel_size"])
-    attn = na2d_cases[f"case{case}.attn"].clone().requires_grad_()
-    value = _grouped(na2d_cases[f"case{case}.value"]).requires_grad_()
-    out = windowed_aggregate(attn, value, k)
-    out.backward(_grouped(na2d_cases[f"case{case}.grad_out"]))
-    assert _rel_err(out.detach(), _grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
-    assert _rel_err(attn.grad, na2d_cases[f"case{case}.grad_attn"]) <= 1e-5
-    assert _rel_err(value.grad, _grouped(na2d_cases[f"case{case}.grad_value"])) <= 1e-5
 
 
 def _random_inputs(b, g, c, h, w, k, dtype=torch.float64, seed=0):
@@ -57,9 +30,9 @@ def _assert_matches_reference(b, g, c, h, w, k, seed=0):
     ref_grads = torch.autograd.grad(ref, (logits, rpb, value), grad_out)
     fast = contmix_pytorch(logits, rpb, value, k)
     fast_grads = torch.autograd.grad(fast, (logits, rpb, value), grad_out)
-    assert _rel_err(fast.detach(), ref.detach()) <= 1e-12
+    assert rel_err(fast.detach(), ref.detach()) <= 1e-12
     for name, ours, theirs in zip(("logits", "rpb", "value"), fast_grads, ref_grads):
-        assert _rel_err(ours, theirs) <= 1e-12, name
+        assert rel_err(ours, theirs) <= 1e-12, name
 
 
 @pytest.mark.parametrize(
@@ -117,11 +90,11 @@ def test_contmix_pytorch_half_precision_matches_reference(dtype):
     args = (logits.detach().to(dtype), rpb.detach().to(dtype), value.detach().to(dtype))
     fast, ref = contmix_pytorch(*args, 13), contmix_reference(*args, 13)
     assert fast.dtype == dtype
-    assert _rel_err(fast.float(), ref.float()) <= 1e-2
+    assert rel_err(fast.float(), ref.float()) <= 1e-2
 
 
 def test_layer_uses_the_fast_path_and_equals_reference():
     logits, rpb, value, _ = _random_inputs(1, 2, 3, 9, 11, 5, dtype=torch.float32)
     with torch.no_grad():
         out = ContMix()(logits, rpb, value, 5)
-        assert _rel_err(out, contmix_reference(logits, rpb, value, 5)) <= 1e-6
+        assert rel_err(out, contmix_reference(logits, rpb, value, 5)) <= 1e-6

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from _shared import CONTMIX_BAD_INPUTS, contmix_bad_inputs, grouped, rel_err
 from conftest import fixture_path
-from overlock_hf.contmix import contmix_reference, neighborhood_aggregate
+from overlock_hf.contmix import contmix_reference, neighborhood_aggregate, windowed_aggregate
 
 CASES = range(8)
 
@@ -16,12 +16,14 @@ def na2d_cases():
     return load_file(fixture_path("na2d_av_reference.safetensors"))
 
 
+@pytest.mark.parametrize("aggregate", [neighborhood_aggregate, windowed_aggregate], ids=["reference", "windowed"])
 @pytest.mark.parametrize("case", CASES)
-def test_neighborhood_aggregate_matches_natten(na2d_cases, case):
+def test_aggregation_matches_natten(na2d_cases, case, aggregate):
+    """The per-tap reference and the fast windowed path (the default) against NATTEN's outputs and gradients."""
     k = int(na2d_cases[f"case{case}.kernel_size"])
     attn = na2d_cases[f"case{case}.attn"].clone().requires_grad_()
     value = grouped(na2d_cases[f"case{case}.value"]).requires_grad_()
-    out = neighborhood_aggregate(attn, value, k)
+    out = aggregate(attn, value, k)
     out.backward(grouped(na2d_cases[f"case{case}.grad_out"]))
     assert rel_err(out.detach(), grouped(na2d_cases[f"case{case}.out"])) <= 1e-5
     assert rel_err(attn.grad, na2d_cases[f"case{case}.grad_attn"]) <= 1e-5
