@@ -23,11 +23,12 @@ from overlock_hf.image_processing_overlock import ConvNextImageProcessorPil  # t
 
 from overlock_hf import OverLoCKForImageClassification
 from overlock_hf.analysis import grad_cam, make_shapes_batch, pointing_game, train_shapes_model
-from overlock_hf.analysis.shapes import normalise
+from overlock_hf.analysis.shapes import SHAPES_INPUT_SIZE, normalise
 from overlock_hf.cli import main
 
 IMAGES = Path(__file__).resolve().parent / "images"
-MARGIN = 4
+SIZE = SHAPES_INPUT_SIZE  # the 128-pixel scenes at the model's input size, 224
+MARGIN = 7  # pixels at 224 (4 pixels of the 128-pixel scene)
 
 
 def save_pngs(images: torch.Tensor, folder: Path, prefix: str) -> list[Path]:
@@ -44,20 +45,20 @@ def run(work: Path, trained: Path | None) -> None:
     model_dir = work / "overlock-shapes"
     model = OverLoCKForImageClassification.from_pretrained(trained) if trained else train_shapes_model()
     model.save_pretrained(model_dir)
-    # the training normalisation, (x - 0.5) / 0.25, at the native 128x128 size
-    ConvNextImageProcessorPil(size={"shortest_edge": 128}, crop_pct=1.0, image_mean=[0.5] * 3,
-                           image_std=[0.25] * 3).save_pretrained(model_dir)
+    # the training input: bilinear resize to 224 (a no-op on the 224-pixel PNGs below), (x - 0.5) / 0.25
+    ConvNextImageProcessorPil(size={"shortest_edge": SIZE}, crop_pct=1.0, resample=2, image_mean=[0.5] * 3,
+                              image_std=[0.25] * 3).save_pretrained(model_dir)
 
-    held_out = make_shapes_batch(200, generator=torch.Generator().manual_seed(12345))
+    held_out = make_shapes_batch(200, generator=torch.Generator().manual_seed(12345), input_size=SIZE)
     pixels = normalise(held_out.images)
     with torch.no_grad():
         accuracy = (model.eval()(pixel_values=pixels).logits.argmax(1) == held_out.labels).float().mean().item()
     cams = grad_cam(model, pixels, target=held_out.labels)
     results = dict(
-        held_out_images=200, accuracy=accuracy, margin_px=MARGIN,
+        held_out_images=200, input_size=SIZE, accuracy=accuracy, margin_px=MARGIN,
         focus_pointing_game=pointing_game(cams.focus, held_out.boxes, MARGIN).float().mean().item(),
         overview_pointing_game=pointing_game(cams.overview, held_out.boxes, MARGIN).float().mean().item(),
-        chance=(((held_out.boxes[:, 2:] - held_out.boxes[:, :2]) + 2 * MARGIN).prod(1) / 128**2).mean().item(),
+        chance=(((held_out.boxes[:, 2:] - held_out.boxes[:, :2]) + 2 * MARGIN).prod(1) / SIZE**2).mean().item(),
     )
     print(json.dumps(results, indent=2))
     IMAGES.mkdir(exist_ok=True)
@@ -68,11 +69,11 @@ def run(work: Path, trained: Path | None) -> None:
     shutil.copyfile(work / "cam" / "cam_grid.png", IMAGES / "analysis_cam_grid.png")
     shutil.copyfile(work / "cam" / "shapes_000_cam.png", IMAGES / "analysis_cam_single.png")
 
-    erf_images = make_shapes_batch(100, generator=torch.Generator().manual_seed(777)).images
+    erf_images = make_shapes_batch(100, generator=torch.Generator().manual_seed(777), input_size=SIZE).images
     save_pngs(erf_images, work / "erf-images", "shapes")
     for feature in ("focus", "overview"):
         out = work / f"erf-{feature}"
-        assert main(["erf", str(model_dir), str(work / "erf-images"), "--num-images", "100", "--image-size", "128",
+        assert main(["erf", str(model_dir), str(work / "erf-images"), "--num-images", "100", "--image-size", str(SIZE),
                      "--feature", feature, "--output", str(out)]) == 0
         shutil.copyfile(out / "overlock-shapes_erf.png", IMAGES / f"analysis_erf_{feature}.png")
         shutil.copyfile(out / "erf_area_ratios.md", IMAGES / f"analysis_erf_{feature}.md")

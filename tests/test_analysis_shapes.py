@@ -27,3 +27,14 @@ def test_pointing_game():
     assert pointing_game(maps, boxes).tolist() == [True, False, True]
     assert pointing_game(maps, boxes, margin=4).tolist() == [True, True, True]
     assert not pointing_game(maps[2:], torch.tensor([[3, 0, 7, 2]])).item()  # the band's outer part does not
+
+
+def test_upsampled_batch_is_the_same_scene_with_boxes_still_holding_the_object():
+    rendered = make_shapes_batch(8, generator=torch.Generator().manual_seed(3))
+    large = make_shapes_batch(8, generator=torch.Generator().manual_seed(3), input_size=224)
+    assert large.images.shape == (8, 3, 224, 224) and torch.equal(large.labels, rendered.labels)
+    back = torch.nn.functional.interpolate(large.images, size=(128, 128), mode="area")
+    assert (back - rendered.images).abs().mean() < 0.05  # the same picture, resampled
+    scaled = rendered.boxes.float() * 224 / 128
+    assert (large.boxes[:, :2] <= scaled[:, :2]).all() and (large.boxes[:, 2:] >= scaled[:, 2:]).all()
+    assert ((large.boxes[:, :2] - scaled[:, :2]) > -1).all() and ((large.boxes[:, 2:] - scaled[:, 2:]) < 1).all()

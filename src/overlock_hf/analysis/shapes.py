@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import math
 
 import torch
+import torch.nn.functional as F
 
 SHAPE_NAMES = ("disk", "square", "triangle", "cross")
 
@@ -40,10 +41,24 @@ def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bar: to
     return masks.gather(0, labels.view(1, -1, 1, 1).expand(1, *u.shape))[0]
 
 
+def upsample_batch(batch: ShapesBatch, size: int) -> ShapesBatch:
+    """The same scenes at `size x size` pixels: images resized bilinearly, boxes scaled outwards (starts floored,
+    ends ceiled) so they still hold every pixel the object's colour reaches. Identity at the rendered size."""
+    rendered = batch.images.shape[-1]
+    if size == rendered:
+        return batch
+    images = F.interpolate(batch.images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    scale = size / rendered
+    boxes = torch.cat([(batch.boxes[:, :2] * scale).floor(), (batch.boxes[:, 2:] * scale).ceil()], dim=1)
+    return ShapesBatch(images, batch.labels, boxes.long().clamp(0, size))
+
+
 def make_shapes_batch(count: int, image_size: int = 128, object_size: tuple[int, int] = (24, 32),
-                      clutter: int = 50, generator: torch.Generator | None = None) -> ShapesBatch:
-    """`count` images of the shapes task at `image_size` pixels (objects `object_size` pixels wide, `clutter`
-    3-pixel specks and 6-pixel bars on average), drawn from `generator` (a seeded one makes the batch reproducible)."""
+                      clutter: int = 50, generator: torch.Generator | None = None,
+                      input_size: int | None = None) -> ShapesBatch:
+    """`count` images of the shapes task rendered at `image_size` pixels (objects `object_size` pixels wide,
+    `clutter` 3-pixel specks and 6-pixel bars on average), drawn from `generator` (a seeded one makes the batch
+    reproducible), then resized to `input_size` (see :func:`upsample_batch`) when it is given."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.rand(shape, generator=generator)  # noqa: E731
     randint = lambda low, high, *shape: torch.randint(low, high, shape, generator=generator)  # noqa: E731
@@ -76,7 +91,7 @@ def make_shapes_batch(count: int, image_size: int = 128, object_size: tuple[int,
         torch.where(row_hit, index, s).amin(1), torch.where(col_hit, index, s).amin(1),
         torch.where(row_hit, index, -1).amax(1) + 1, torch.where(col_hit, index, -1).amax(1) + 1,
     ], dim=1)
-    return ShapesBatch(images.clamp(0, 1), labels, boxes)
+    return upsample_batch(ShapesBatch(images.clamp(0, 1), labels, boxes), input_size or image_size)
 
 
 def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, margin: int = 0) -> torch.Tensor:
@@ -95,6 +110,8 @@ def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, margin: int = 0) -> t
     return (rows >= top - margin) & (rows < bottom + margin) & (cols >= left - margin) & (cols < right + margin)
 
 
+SHAPES_INPUT_SIZE = 224  # the model's input size for the 128-pixel scenes (see train_shapes_model)
+
 # The compact OverLoCK trained on the task (the fine-tuning examples' `compact` architecture, 4 classes).
 SHAPES_CONFIG = dict(
     depths=[1, 1, 1, 1], focus_depths=[1, 1], hidden_sizes=[16, 32, 64, 96], kernel_sizes=[7, 7, 5, 5],
@@ -103,9 +120,12 @@ SHAPES_CONFIG = dict(
 )
 
 
-def train_shapes_model(steps: int = 300, batch_size: int = 24, image_size: int = 128, lr: float = 3e-3,
-                       warmup: int = 30, seed: int = 0, log_every: int = 0):
-    """Train a compact `OverLoCKForImageClassification` from scratch on freshly drawn shapes batches.
+def train_shapes_model(steps: int = 300, batch_size: int = 24, image_size: int = 128,
+                       input_size: int | None = SHAPES_INPUT_SIZE, lr: float = 3e-3, warmup: int = 30, seed: int = 0,
+                       log_every: int = 0):
+    """Train a compact `OverLoCKForImageClassification` from scratch on freshly drawn shapes batches (scenes
+    rendered at `image_size`, fed to the model at `input_size`: by default the 128-pixel scenes at 224, the
+    paper's input size, where the stride-32 Focus-Net map is 7x7 instead of 4x4).
 
     AdamW (`lr`, weight decay 0.05 on weights only), linear warmup over `warmup` steps then cosine decay, the
     model's own loss (main + auxiliary Overview-Net cross-entropy), BatchNorm in training mode. The inputs are
@@ -125,7 +145,7 @@ def train_shapes_model(steps: int = 300, batch_size: int = 24, image_size: int =
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     generator = torch.Generator().manual_seed(seed + 1)
     for step in range(steps):
-        batch = make_shapes_batch(batch_size, image_size, generator=generator)
+        batch = make_shapes_batch(batch_size, image_size, generator=generator, input_size=input_size)
         loss = model(pixel_values=normalise(batch.images), labels=batch.labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
