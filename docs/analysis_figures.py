@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from transformers.image_utils import PILImageResampling
 from overlock_hf.image_processing_overlock import ConvNextImageProcessorPil  # transformers 4.x: the PIL one
 
 from overlock_hf import OverLoCKForImageClassification
@@ -46,7 +47,7 @@ def run(work: Path, trained: Path | None) -> None:
     model = OverLoCKForImageClassification.from_pretrained(trained) if trained else train_shapes_model()
     model.save_pretrained(model_dir)
     # the training input: bilinear resize to 224 (a no-op on the 224-pixel PNGs below), (x - 0.5) / 0.25
-    ConvNextImageProcessorPil(size={"shortest_edge": SIZE}, crop_pct=1.0, resample=2, image_mean=[0.5] * 3,
+    ConvNextImageProcessorPil(size={"shortest_edge": SIZE}, crop_pct=1.0, resample=PILImageResampling.BILINEAR, image_mean=[0.5] * 3,
                               image_std=[0.25] * 3).save_pretrained(model_dir)
 
     held_out = make_shapes_batch(200, generator=torch.Generator().manual_seed(12345), input_size=SIZE)

@@ -10,7 +10,7 @@ import torch
 from overlock_hf.analysis import grad_cam, make_shapes_batch, pointing_game, train_shapes_model
 from overlock_hf.analysis.shapes import SHAPES_INPUT_SIZE, normalise
 
-INPUT = SHAPES_INPUT_SIZE  # the 128-pixel scenes are fed at 224: the Focus-Net map is 7x7, the Overview-Net's 7x7
+INPUT = SHAPES_INPUT_SIZE  # the 128-pixel scenes are fed at 224: both CAMs are 7x7 (stride 32)
 MARGIN = 7  # pixels around the object's box at 224 (4 pixels of the 128-pixel scene)
 
 

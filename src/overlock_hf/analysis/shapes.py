@@ -47,7 +47,7 @@ def upsample_batch(batch: ShapesBatch, size: int) -> ShapesBatch:
     rendered = batch.images.shape[-1]
     if size == rendered:
         return batch
-    images = F.interpolate(batch.images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = F.interpolate(batch.images, size=(size, size), mode="bilinear", align_corners=False)  # stays in [0, 1]
     scale = size / rendered
     boxes = torch.cat([(batch.boxes[:, :2] * scale).floor(), (batch.boxes[:, 2:] * scale).ceil()], dim=1)
     return ShapesBatch(images, batch.labels, boxes.long().clamp(0, size))
