@@ -26,10 +26,12 @@ SMALL_KERNEL = 5  # kernels up to this size keep the stock F.conv2d (as fast or 
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias, dilation: int) -> torch.Tensor:
+    """The conv on a channels-last copy of ``x``; the output comes back in ``x``'s layout."""
     padding = dilation * (weight.shape[-1] - 1) // 2
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
     out = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, bias, padding=padding,
                    dilation=dilation, groups=weight.shape[0])
-    return out.contiguous()
+    return out if channels_last else out.contiguous()
 
 
 def _weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, dilation: int) -> torch.Tensor:

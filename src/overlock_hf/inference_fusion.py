@@ -6,7 +6,8 @@
   ``contmix_proj``, ``gate``, the classifier's projection);
 * the BN after each large-kernel conv (Base/Overview-Net blocks), after the Focus-Net's ``lepe`` conv and after
   its ``fusion_dwconv``;
-* the Focus-Net's ``proj_norm`` into the following 1x1 ``proj`` (a BN *before* a 1x1 conv folds exactly).
+* the Focus-Net's ``proj_norm`` into the following 1x1 ``proj`` (a BN *before* a 1x1 conv folds exactly);
+* the identity of every residual depthwise conv (``x + DWConv(x)``) into the conv's centre tap.
 
 The folded BNs become ``nn.Identity``. Only the auxiliary head's BN stays (it is not computed in eval mode).
 The result computes the eval-mode function of the unfolded model (equal to about 1e-6 relative in float32).
@@ -20,7 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modeling_overlock import OverLoCKDynamicConvBlock, OverLoCKPreTrainedModel, OverLoCKRepConvBlock
+from .modeling_overlock import (
+    OverLoCKDynamicConvBlock,
+    OverLoCKPreTrainedModel,
+    OverLoCKRepConvBlock,
+    OverLoCKResidualDepthwiseConv,
+)
 
 __all__ = ["fuse_for_inference"]
 
@@ -91,6 +97,8 @@ def fuse_for_inference(model: OverLoCKPreTrainedModel) -> OverLoCKPreTrainedMode
                     fold_norm_before_conv(getattr(module, norm_name), getattr(module, conv_name))
                     setattr(module, norm_name, nn.Identity())
     for module in model.modules():
+        if isinstance(module, OverLoCKResidualDepthwiseConv):
+            module.fold_identity()
         if isinstance(module, OverLoCKPreTrainedModel):
             module.is_fused_for_inference = True
     return model

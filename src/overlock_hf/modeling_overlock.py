@@ -27,6 +27,7 @@ from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
 # into its remote-code module cache, not those of the files it imports.
 from .contmix_windowed import windowed_aggregate  # noqa: F401
 from .depthwise_conv import OverLoCKDepthwiseConv2d
+from .fused_ops import global_response_norm
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
     from transformers import initialization as init
@@ -44,7 +45,7 @@ MIN_IMAGE_SIZE = 32  # the network downsamples by 32
 # Every saved folder carries these files and this map, so it loads with `trust_remote_code=True` anywhere.
 CODE_FILES = (
     "configuration_overlock.py", "modeling_overlock.py", "contmix.py", "contmix_windowed.py", "depthwise_conv.py",
-    "imagenet_labels.py",
+    "fused_ops.py", "imagenet_labels.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_overlock.OverLoCKConfig",
@@ -150,9 +151,7 @@ class OverLoCKGRN(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        energy = torch.linalg.vector_norm(x, ord=2, dim=(2, 3), keepdim=True)
-        normalized = energy / (energy.mean(dim=1, keepdim=True) + 1e-6)
-        return (self.gamma * normalized + 1) * x + self.beta
+        return global_response_norm(x, self.gamma, self.beta)
 
 
 class OverLoCKSqueezeExcite(nn.Module):
@@ -171,13 +170,26 @@ class OverLoCKSqueezeExcite(nn.Module):
 
 
 class OverLoCKResidualDepthwiseConv(OverLoCKDepthwiseConv2d):
-    """`y = x + DWConv3x3(x)` (depthwise, with bias)."""
+    """`y = x + DWConv3x3(x)` (depthwise, with bias).
+
+    `fuse_for_inference` adds the identity to the kernel's centre tap (`identity_folded`): one conv, no add.
+    """
 
     def __init__(self, channels: int, kernel_size: int = 3):
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.identity_folded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + super().forward(x)
+        out = super().forward(x)
+        return out if self.identity_folded else x + out
+
+    @torch.no_grad()
+    def fold_identity(self) -> None:
+        """Make the conv compute `x + DWConv(x)` by itself (centre tap + 1), in place."""
+        if not self.identity_folded:
+            centre = self.kernel_size[0] // 2
+            self.weight[:, 0, centre, centre] += 1
+            self.identity_folded = True
 
 
 def depthwise_conv(channels: int, kernel_size: int, dilation: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -386,12 +398,14 @@ class OverLoCKContMixer(nn.Module):
             values = F.interpolate(values, size=(work_h, work_w), mode="bilinear", align_corners=False)
             fused = F.interpolate(fused, size=(work_h, work_w), mode="bilinear", align_corners=False)
         sources = {"features": fused[:, : self.channels], "context": fused[:, self.channels :], "fused": values}
-        query = self.query(sources[self.query_source]) * self.scale  # (B, C/2, h, w)
+        query = self.query(sources[self.query_source])  # (B, C/2, h, w)
         key = self.key(F.adaptive_avg_pool2d(sources[self.key_source], self.context_pool_size))  # (B, C/2, p, p)
-        query = query.reshape(batch, groups, -1, work_h * work_w)
-        key = key.reshape(batch, groups, -1, self.context_pool_size**2)
-        affinity = torch.einsum("bgcn,bgcl->bgnl", query, key)  # (B, G, h*w, p*p)
-        logits = self.kernel_proj(affinity)  # (B, G, h*w, small^2 + large^2)
+        query = query.reshape(batch * groups, -1, work_h * work_w)  # (B*G, c, h*w)
+        key = key.reshape(batch * groups, -1, self.context_pool_size**2)  # (B*G, c, p*p)
+        # logits = kernel_proj(scale * query^T key) = query^T (scale * key proj^T) + bias: projecting the p*p
+        # affinity axis of the keys first costs c*T per pixel instead of c*p*p + p*p*T (T taps)
+        projected_key = torch.matmul(key, self.kernel_proj.weight.t() * self.scale)  # (B*G, c, T)
+        logits = torch.baddbmm(self.kernel_proj.bias, query.transpose(1, 2), projected_key)  # (B*G, h*w, T)
         logits = logits.reshape(batch, groups, work_h, work_w, -1)
         values = values.reshape(batch, 2, groups, -1, work_h, work_w)  # branch, group, channel
         out_small = self.contmix(logits[..., : small * small], self.rpb_small, values[:, 0], small)
@@ -743,6 +757,10 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
+        if pixel_values.device.type == "cpu":
+            # inside, the network runs channels-last (NHWC in memory), where oneDNN's convolutions and the
+            # channel-wise norms are fastest; the maps it returns are plain NCHW-contiguous again
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         stem = self.embeddings(pixel_values)
         if self.config.architecture == "hierarchical":
             return self._forward_hierarchical(stem, output_hidden_states, return_dict)
@@ -751,9 +769,11 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
         focus16, focus = self.focus_net(stage3, overview)
         pooled = focus.mean(dim=(2, 3))
         maps = (stem, stage1, stage2, stage3, overview, focus16, focus)  # FEATURE_MAPS order
+        maps = tuple(m.contiguous() if output_hidden_states or info["output"] else m
+                     for info, m in zip(FEATURE_MAPS.values(), maps))
         hidden_states = maps if output_hidden_states else None
         if not return_dict:
-            return tuple(v for v in (focus, pooled, overview, hidden_states) if v is not None)
+            return tuple(v for v in (maps[-1], pooled, maps[4], hidden_states) if v is not None)
         named = {info["output"]: tensor for info, tensor in zip(FEATURE_MAPS.values(), maps) if info["output"]}
         return OverLoCKModelOutput(pooler_output=pooled, hidden_states=hidden_states, **named)
 
@@ -763,8 +783,9 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
         for stage in self.stages:
             x = stage(x)
             outputs.append(x)
+        x = x.contiguous()
         pooled = x.mean(dim=(2, 3))
-        hidden_states = tuple(outputs) if output_hidden_states else None
+        hidden_states = tuple(o.contiguous() for o in outputs) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (x, pooled, hidden_states) if v is not None)
         return OverLoCKModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)

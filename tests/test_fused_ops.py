@@ -1,0 +1,100 @@
+"""fused_ops: GRN and the spatial L2 norm against their composite definitions, in both memory layouts, and the
+model's channels-last execution (same outputs, plain NCHW maps returned)."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _shared import relative_error, tiny_config
+from overlock_hf import OverLoCKForImageClassification, fuse_for_inference
+from overlock_hf.fused_ops import _GlobalResponseNorm, global_response_norm, is_channels_last, spatial_l2_norm
+from overlock_hf.modeling_overlock import OverLoCKResidualDepthwiseConv
+
+
+def grn_definition(x, gamma, beta):
+    """ConvNeXt-V2's GRN as the released OverLoCK writes it (the parity ground truth's formula)."""
+    energy = torch.norm(x, p=2, dim=(-1, -2), keepdim=True)
+    normalized = energy / (energy.mean(dim=1, keepdim=True) + 1e-6)
+    return (gamma * normalized + 1) * x + beta
+
+
+def _inputs(b, c, h, w, channels_last, seed, dtype=torch.float64, zero_channel=False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, h, w, generator=gen, dtype=dtype)
+    if zero_channel:
+        x[0, 0] = 0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    gamma = torch.randn(1, c, 1, 1, generator=gen, dtype=dtype)
+    beta = torch.randn(1, c, 1, 1, generator=gen, dtype=dtype)
+    return [t.requires_grad_() for t in (x, gamma, beta)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 3), c=st.integers(1, 9), h=st.integers(1, 7), w=st.integers(1, 7),
+       channels_last=st.booleans(), zero_channel=st.booleans(), seed=st.integers(0, 2**16))
+def test_grn_matches_definition_forward_and_backward(b, c, h, w, channels_last, zero_channel, seed):
+    x, gamma, beta = _inputs(b, c, h, w, channels_last, seed, zero_channel=zero_channel)
+    ours = global_response_norm(x, gamma, beta)
+    ref = grn_definition(x, gamma, beta)
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn(ours.shape, dtype=ours.dtype, generator=torch.Generator().manual_seed(seed + 1))
+    for g_ours, g_ref in zip(torch.autograd.grad(ours, (x, gamma, beta), grad_out),
+                             torch.autograd.grad(ref, (x, gamma, beta), grad_out)):
+        assert torch.isfinite(g_ours).all()
+        assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grn_gradcheck(channels_last):
+    assert torch.autograd.gradcheck(_GlobalResponseNorm.apply, tuple(_inputs(2, 5, 4, 3, channels_last, 0)))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grn_keeps_layout_and_saves_no_extra_map_in_inference(channels_last):
+    x, gamma, beta = (t.detach() for t in _inputs(2, 6, 5, 5, channels_last, 3, dtype=torch.float32))
+    out = global_response_norm(x, gamma, beta)
+    assert is_channels_last(out) == channels_last
+    assert relative_error(out, grn_definition(x, gamma, beta)) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_l2_norm(dtype, tolerance, channels_last):
+    x = torch.randn(3, 7, 9, 5).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours = spatial_l2_norm(x)
+    assert ours.shape == (3, 7, 1, 1) and ours.dtype == dtype
+    ref = torch.linalg.vector_norm(x.double(), dim=(2, 3), keepdim=True)
+    assert relative_error(ours.double(), ref) <= tolerance
+
+
+def test_model_runs_channels_last_inside_and_returns_nchw_maps():
+    torch.manual_seed(0)
+    model = OverLoCKForImageClassification(tiny_config()).eval()
+    pixels = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        out = model(pixels, output_hidden_states=True)
+        again = model(pixels.contiguous(memory_format=torch.channels_last), output_hidden_states=True)
+        base = model.overlock(pixels)
+    assert torch.equal(out.logits, again.logits)
+    for tensor in list(out.hidden_states) + [base.last_hidden_state, base.overview_hidden_state,
+                                             base.base_hidden_state, base.focus_stride16_hidden_state]:
+        assert tensor.is_contiguous()
+    assert base.last_hidden_state.view(2, base.last_hidden_state.shape[1], -1).shape[-1] == 3 * 4
+
+
+def test_fuse_for_inference_folds_every_residual_identity():
+    torch.manual_seed(0)
+    model = OverLoCKForImageClassification(tiny_config()).eval()
+    residual = [m for m in model.modules() if isinstance(m, OverLoCKResidualDepthwiseConv)]
+    assert residual and not any(m.identity_folded for m in residual)
+    fused = fuse_for_inference(copy.deepcopy(model))
+    assert all(m.identity_folded for m in fused.modules() if isinstance(m, OverLoCKResidualDepthwiseConv))
+    pixels = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert relative_error(fused(pixels).logits, model(pixels).logits) <= 1e-5
