@@ -13,12 +13,18 @@ def _max_err(a, b):
 
 @pytest.mark.parametrize(
     "n, c, h, w, k, dilation, bias",
-    [(2, 3, 19, 19, 17, 1, True), (1, 4, 20, 18, 7, 1, False), (2, 2, 15, 17, 9, 1, True), (1, 2, 25, 23, 7, 2, True),
+    [(2, 3, 19, 19, 17, 1, True), (1, 4, 20, 18, 15, 1, False), (1, 2, 33, 31, 15, 2, True),
+     (1, 4, 20, 18, 7, 1, False), (2, 2, 15, 17, 9, 1, True), (1, 2, 25, 23, 7, 2, True),
      (2, 3, 9, 11, 3, 1, True), (1, 2, 12, 10, 5, 2, False)],
 )
-def test_matches_conv2d_values_and_gradients(n, c, h, w, k, dilation, bias):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matches_conv2d_values_and_gradients(n, c, h, w, k, dilation, bias, channels_last):
+    """Own backward (K > 5) or stock F.conv2d (K <= 5), NCHW and channels-last inputs: same as F.conv2d."""
     gen = torch.Generator().manual_seed(k * 10 + dilation)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     weight = torch.randn(c, 1, k, k, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(c, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
     grad = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
@@ -26,6 +32,7 @@ def test_matches_conv2d_values_and_gradients(n, c, h, w, k, dilation, bias):
     ref = F.conv2d(x, weight, b, padding=dilation * (k - 1) // 2, dilation=dilation, groups=c)
     out = depthwise_conv2d(x, weight, b, dilation)
     assert _max_err(out.detach(), ref.detach()) <= 1e-12
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     for ours, theirs in zip(torch.autograd.grad(out, leaves, grad), torch.autograd.grad(ref, leaves, grad)):
         assert _max_err(ours, theirs) <= 1e-12
 
@@ -33,7 +40,7 @@ def test_matches_conv2d_values_and_gradients(n, c, h, w, k, dilation, bias):
 def test_gradcheck_float64():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 2, 9, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 1, 7, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 1, 15, 15, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *t: depthwise_conv2d(*t, 1), (x, weight, b), fast_mode=True)
 
@@ -49,7 +56,7 @@ def test_module_keeps_conv2d_state_dict_and_result():
 
 
 def test_bf16_autocast_training_step_runs():
-    conv = OverLoCKDepthwiseConv2d(4, 4, 7, padding=3, groups=4)
+    conv = OverLoCKDepthwiseConv2d(4, 4, 15, padding=7, groups=4)
     x = torch.randn(1, 4, 12, 12, requires_grad=True)
     with torch.autocast("cpu", torch.bfloat16):
         out = conv(x)

@@ -1,17 +1,21 @@
 """Depthwise "same" convolutions that are fast on the CPU, forward and backward.
 
 On the CPU (oneDNN, torch 2.x) a large depthwise kernel is about 10x faster on a channels-last input than on
-an NCHW one, and the stock backward of a depthwise conv is pathologically slow (a 17x17 kernel on an 8x56x56x56
-map: seconds for the weight gradient). :func:`depthwise_conv2d` runs the forward on a channels-last copy and,
-when a gradient is needed, uses its own backward:
+an NCHW one. :func:`depthwise_conv2d` runs the forward on a channels-last tensor (the model's own layout on
+the CPU; an NCHW input is converted and the output converted back) and, when a gradient is needed, uses its
+own backward, built from depthwise *forward* convs (oneDNN's best-tuned path):
 
 * input gradient: the same depthwise conv with the kernel flipped (stride 1, symmetric padding);
-* weight gradient: for each kernel row ``a``, one batched GEMM ``(W, N*H) @ (N*H, W + 2p)`` per channel of the
-  output gradient's rows against the input's rows shifted by ``a`` (dilated), then the ``K`` diagonals of the
-  ``(W, W + 2p)`` products summed (5-7x faster than the stock backward at K = 15, 17).
+* weight gradient: each ``(n, c)`` plane of the padded input convolved with its ``grad[n, c]`` plane as the
+  kernel ("valid", stride = dilation), summed over ``n``.
+
+At 2 threads (batch 8, the shapes of OverLoCK-XT) the weight gradient takes 7 ms at 15x15 on 28x28 maps and
+15 ms at 17x17 on 56x56, against 99 and 185 ms for oneDNN's own channels-last backward and 50 and 121 ms for
+the row-GEMM formulation this module used before (``benchmarks/PROFILE_after.md``).
 
 Only the inputs are saved. Small kernels (``K <= 5``) and other devices use ``F.conv2d`` unchanged. Layout: ``x (N, C, H, W)``, ``weight
-(C, 1, K, K)``, ``bias (C,)`` or ``None``; odd ``K``, padding ``dilation * (K - 1) // 2``, output ``(N, C, H, W)``.
+(C, 1, K, K)``, ``bias (C,)`` or ``None``; odd ``K``, padding ``dilation * (K - 1) // 2``, output ``(N, C, H, W)``
+in ``x``'s memory layout.
 """
 
 from __future__ import annotations
@@ -35,19 +39,21 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias, dilation: int) -> torc
 
 
 def _weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, dilation: int) -> torch.Tensor:
-    """``dW[c, a, b] = sum_{n,i,j} xpad[n, c, i + d*a, j + d*b] * grad[n, c, i, j]`` -> ``(C, 1, K, K)``."""
+    """``dW[c, a, b] = sum_{n,i,j} xpad[n, c, i + d*a, j + d*b] * grad[n, c, i, j]`` -> ``(C, 1, K, K)``.
+
+    Computed as one depthwise *forward* conv, oneDNN's fastest path: every ``(n, c)`` plane of the padded input
+    is a channel of one image, convolved ("valid", stride ``d``) with its own ``grad[n, c]`` as the kernel; the
+    ``(1, N*C, K, K)`` result summed over ``n``.
+    """
     n, c, h, w = x.shape
     p = dilation * (k - 1) // 2
-    padded = F.pad(x, (p, p, p, p))
-    out = x.new_empty(c, k, k)
-    wide = w + 2 * p
-    grad_rows = grad.transpose(0, 1).reshape(c, n * h, w).transpose(1, 2)  # (C, W, N*H)
-    for a in range(k):
-        rows = padded[:, :, a * dilation : a * dilation + h].transpose(0, 1).reshape(c, n * h, wide)
-        products = torch.bmm(grad_rows, rows)  # (C, W, W + 2p): [j, column]
-        diagonals = products.as_strided((c, k, w), (w * wide, dilation, wide + 1), products.storage_offset())
-        out[:, a] = diagonals.sum(-1)
-    return out.unsqueeze(1)
+    # the padded input as (1, N*C, H+2p, W+2p), channels-last (memory: rows, columns, n, c)
+    planes = x.new_zeros(h + 2 * p, w + 2 * p, n, c)
+    planes[p : p + h, p : p + w] = x.permute(2, 3, 0, 1)
+    planes = planes.view(h + 2 * p, w + 2 * p, n * c).permute(2, 0, 1).unsqueeze(0)
+    kernels = grad.reshape(n * c, 1, h, w)
+    out = F.conv2d(planes, kernels, None, stride=dilation, groups=n * c)  # (1, N*C, K, K)
+    return out.view(n, c, k, k).sum(0).unsqueeze(1)
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -61,7 +67,8 @@ class _DepthwiseConv(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        grad_out = grad_out.contiguous(memory_format=layout)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = _forward(grad_out, weight.flip(-1, -2), None, ctx.dilation).to(x.dtype)

@@ -403,13 +403,17 @@ class OverLoCKContMixer(nn.Module):
         query = query.reshape(batch * groups, -1, work_h * work_w)  # (B*G, c, h*w)
         key = key.reshape(batch * groups, -1, self.context_pool_size**2)  # (B*G, c, p*p)
         # logits = kernel_proj(scale * query^T key) = query^T (scale * key proj^T) + bias: projecting the p*p
-        # affinity axis of the keys first costs c*T per pixel instead of c*p*p + p*p*T (T taps)
-        projected_key = torch.matmul(key, self.kernel_proj.weight.t() * self.scale)  # (B*G, c, T)
-        logits = torch.baddbmm(self.kernel_proj.bias, query.transpose(1, 2), projected_key)  # (B*G, h*w, T)
-        logits = logits.reshape(batch, groups, work_h, work_w, -1)
+        # affinity axis of the keys first costs c*T per pixel instead of c*p*p + p*p*T (T taps); each kernel's
+        # logits come out as their own contiguous tensor (no slicing, whose backward would zero-fill both)
+        query = query.transpose(1, 2)  # (B*G, h*w, c)
+        logits = []
+        for weight, bias in zip(self.kernel_proj.weight.split([small * small, large * large]),
+                                self.kernel_proj.bias.split([small * small, large * large])):
+            projected_key = torch.matmul(key, weight.t() * self.scale)  # (B*G, c, taps)
+            logits.append(torch.baddbmm(bias, query, projected_key).view(batch, groups, work_h, work_w, -1))
         values = values.reshape(batch, 2, groups, -1, work_h, work_w)  # branch, group, channel
-        out_small = self.contmix(logits[..., : small * small], self.rpb_small, values[:, 0], small)
-        out_large = self.contmix(logits[..., small * small :], self.rpb_large, values[:, 1], large)
+        out_small = self.contmix(logits[0], self.rpb_small, values[:, 0], small)
+        out_large = self.contmix(logits[1], self.rpb_large, values[:, 1], large)
         out = torch.cat([out_small, out_large], dim=1).reshape(batch, -1, work_h, work_w)
         if (work_h, work_w) != (height, width):
             out = F.adaptive_avg_pool2d(out, (height, width))
