@@ -72,6 +72,8 @@ def na2d_av(attn: torch.Tensor, value: torch.Tensor, kernel_size: int, dilation:
         raise NotImplementedError("the benchmark's na2d_av stand-in supports dilation 1 only")
     b, g, h, w, c = value.shape
     k = kernel_size
+    if h < k or w < k:  # as NATTEN: a window never leaves the map, so the map must hold one
+        raise ValueError(f"na2d_av: a {h}x{w} map is smaller than kernel_size={k}")
     rows = window_starts(h, k, value.device)[:, None] + torch.arange(k, device=value.device)  # (H, K)
     cols = window_starts(w, k, value.device)[:, None] + torch.arange(k, device=value.device)  # (W, K)
     windows = value[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # (B, G, H, W, K, K, C)

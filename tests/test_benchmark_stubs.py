@@ -36,6 +36,12 @@ def test_einsum_and_na2d_av():
     assert torch.allclose(ours, ref, atol=1e-6)
 
 
+def test_na2d_av_refuses_a_map_smaller_than_the_kernel():
+    """The clamped window start of a 4-row map at K = 5 would be -1 (silently wrapping to the last row)."""
+    with pytest.raises(ValueError, match="smaller than kernel_size=5"):
+        official_stubs.na2d_av(torch.randn(1, 1, 4, 5, 25), torch.randn(1, 1, 4, 5, 2), kernel_size=5)
+
+
 def test_missing_source_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="models/overlock.py"):
         official_stubs.load_released_module(tmp_path)

@@ -139,7 +139,7 @@ class OverLoCKLayerScale(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
 
 
 class OverLoCKGRN(nn.Module):
@@ -164,9 +164,11 @@ class OverLoCKSqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = F.adaptive_avg_pool2d(x, 1)
-        scale = self.fc2(F.gelu(self.fc1(scale)))
-        return x * torch.sigmoid(scale)
+        # the 1x1 convs of a (B, C, 1, 1) map as linear layers on (B, C): same weights, fewer dispatch layers
+        scale = x.mean(dim=(2, 3))
+        scale = F.linear(F.gelu(F.linear(scale, self.fc1.weight.flatten(1), self.fc1.bias)),
+                         self.fc2.weight.flatten(1), self.fc2.bias)
+        return x * torch.sigmoid(scale)[:, :, None, None]
 
 
 class OverLoCKResidualDepthwiseConv(OverLoCKDepthwiseConv2d):

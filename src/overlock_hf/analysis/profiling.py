@@ -11,6 +11,10 @@ Conventions (the OverLoCK paper's):
   layer through a forward hook, which fires whatever implementation the layer's forward runs (reference,
   tiled matmul path or kernels-hub fused op), and whatever FlopCounterMode counted inside the layer is
   removed, so every path counts the same. `gmacs_contmix` reports that part separately.
+* the ContMix kernel logits are counted as the released model computes them (:func:`kernel_logits_macs`:
+  the query-key affinity over the `p x p` pooled context, then the 1x1 projection to the taps), not as this
+  package computes them (keys projected first, about 3x fewer MACs), so that the totals stay comparable
+  with the paper's Table I.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..contmix import ContMix
-from ..modeling_overlock import OverLoCKContMixLinear
+from ..modeling_overlock import OverLoCKContMixer, OverLoCKContMixLinear
 
 AUX_HEAD_PREFIX = "aux_classifier."
 CONTMIX_LAYERS = (ContMix, OverLoCKContMixLinear)
@@ -38,6 +42,12 @@ def contmix_macs(value_shape: tuple[int, ...], kernel_size: int) -> int:
     """
     batch, groups, channels, height, width = value_shape
     return batch * groups * channels * height * width * kernel_size * kernel_size
+
+
+def kernel_logits_macs(batch: int, groups: int, head_dim: int, pixels: int, pool_cells: int, taps: int) -> int:
+    """MACs of the released ContMix logits: the affinity `q^T k` (`head_dim` per group, `pool_cells = p*p`
+    keys) of every pixel, then the 1x1 conv from the `pool_cells` affinities to the `taps` (both kernels')."""
+    return batch * groups * pixels * pool_cells * (head_dim + taps)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -57,8 +67,19 @@ def count_macs(model: nn.Module, *inputs) -> dict[str, int]:
         _, _, value, kernel_size = args
         contmix[0] += contmix_macs(tuple(value.shape), int(kernel_size))
 
+    logits = [0]
+
+    def mixer_hook(module, args, output):
+        values = args[0]
+        height, width = module._working_size(*values.shape[-2:])
+        taps = module.small_kernel_size**2 + module.kernel_size**2
+        logits[0] += kernel_logits_macs(values.shape[0], module.num_groups, module.channels // 2 // module.num_groups,
+                                        height * width, module.context_pool_size**2, taps)
+
     layers = {name: m for name, m in model.named_modules() if isinstance(m, CONTMIX_LAYERS)}
+    mixers = {name: m for name, m in model.named_modules() if isinstance(m, OverLoCKContMixer)}
     handles = [m.register_forward_hook(hook) for m in layers.values()]
+    handles += [m.register_forward_hook(mixer_hook) for m in mixers.values()]
     was_training = model.training
     model.eval()
     try:
@@ -72,8 +93,15 @@ def count_macs(model: nn.Module, *inputs) -> dict[str, int]:
     # the formula: FlopCounterMode keys its per-module counts by `<root class>.<qualified name>`
     per_module = counter.get_flop_counts()
     root = type(model).__name__
-    inside = sum(sum(per_module.get(f"{root}.{name}" if name else root, {}).values()) for name in layers)
-    return {"total": (counter.get_total_flops() - inside) // 2 + contmix[0], "contmix": contmix[0]}
+
+    def counted(name: str) -> int:
+        return sum(per_module.get(f"{root}.{name}" if name else root, {}).values())
+
+    inside = sum(counted(name) for name in layers)
+    # the mixers' own matmuls (the logits), without their query/key convs and ContMix layer, likewise
+    inside += sum(counted(name) - counted(f"{name}.query") - counted(f"{name}.key") - counted(f"{name}.contmix")
+                  for name in mixers)
+    return {"total": (counter.get_total_flops() - inside) // 2 + contmix[0] + logits[0], "contmix": contmix[0]}
 
 
 def _synchronize(device: torch.device) -> None:
