@@ -98,3 +98,43 @@ def test_fuse_for_inference_folds_every_residual_identity():
     pixels = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert relative_error(fused(pixels).logits, model(pixels).logits) <= 1e-5
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("kernel, dilation, groups", [(7, 1, 6), (3, 3, 6), (3, 1, 1)])
+def test_lean_conv_norm_equals_the_modules_in_training(kernel, dilation, groups, momentum):
+    """Same output, gradients (input, conv weight, norm affine) and running statistics as `norm(conv(x))`."""
+    from overlock_hf.depthwise_conv import OverLoCKDepthwiseConv2d
+    from overlock_hf.fused_ops import lean_conv_norm
+
+    torch.manual_seed(0)
+    conv_class = OverLoCKDepthwiseConv2d if groups > 1 else torch.nn.Conv2d
+    conv = conv_class(6, 6, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=groups,
+                      bias=False).double()
+    norm = torch.nn.BatchNorm2d(6, momentum=momentum).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.normal_()
+    ref_conv, ref_norm = copy.deepcopy(conv), copy.deepcopy(norm)
+    x = torch.randn(3, 6, 11, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x_ref = x.clone().requires_grad_()
+    x.requires_grad_()
+    for step in range(2):  # the second step uses the running statistics updated by the first
+        out = lean_conv_norm(x, conv, norm)
+        ref = ref_norm(ref_conv(x_ref))
+        assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(ref)
+        ours = torch.autograd.grad(out, (x, conv.weight, norm.weight, norm.bias), grad)
+        theirs = torch.autograd.grad(ref, (x_ref, ref_conv.weight, ref_norm.weight, ref_norm.bias), grad)
+        for a, b in zip(ours, theirs):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(getattr(norm, name), getattr(ref_norm, name)), (step, name)
+
+
+def test_lean_conv_norm_runs_the_modules_in_eval_mode():
+    from overlock_hf.fused_ops import lean_conv_norm
+
+    conv, norm = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4).eval()
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    assert torch.equal(lean_conv_norm(x, conv, norm), norm(conv(x)))
+    assert int(norm.num_batches_tracked) == 0

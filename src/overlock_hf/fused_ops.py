@@ -7,7 +7,10 @@ the largest maps of the network. This module holds:
 * :func:`spatial_l2_norm`: ``||x[b, c]||_2`` over ``(H, W)``, vectorized along the channels for NHWC tensors;
 * :func:`global_response_norm`: GRN ``y = (gamma * n + 1) * x + beta`` with ``n = E / (mean_c E + 1e-6)``,
   ``E = spatial_l2_norm(x)``; one pass forward, two passes backward (a hand-written gradient that saves only
-  ``x`` and per-channel statistics).
+  ``x`` and per-channel statistics);
+* :func:`scaled_pointwise_conv`: a 1x1 conv of ``x * scale + shift`` with a per-sample, per-channel ``scale``
+  (GRN's and squeeze-excitation's output) as one batched matmul with per-sample weights ``W diag(scale[b])``:
+  the scaled map is never built, nor saved for the backward pass.
 
 Shapes: ``x (B, C, H, W)`` in any memory layout, ``gamma`` and ``beta`` ``(1, C, 1, 1)``; outputs keep ``x``'s
 layout. Kept out of the model file so the model stays readable; copied with it for ``trust_remote_code``.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["global_response_norm", "is_channels_last", "spatial_l2_norm"]
+__all__ = ["global_response_norm", "grn_scale", "is_channels_last", "scaled_pointwise_conv", "spatial_l2_norm"]
 
 GRN_EPS = 1e-6
 
@@ -27,16 +30,68 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def spatial_l2_norm(x: torch.Tensor) -> torch.Tensor:
-    """``||x[b, c]||_2`` over the spatial axes: ``(B, C, H, W) -> (B, C, 1, 1)``, in ``x``'s dtype.
-
-    Accumulates in float32 for half-precision inputs. Differentiable (autograd).
-    """
+def _l2_norm(x: torch.Tensor) -> torch.Tensor:
     if not is_channels_last(x) or x.dtype != torch.float32:
         return torch.linalg.vector_norm(x, ord=2, dim=(2, 3), keepdim=True)
     b, c = x.shape[:2]
     # NHWC: a reduction over the outer axis of a (B, H*W, C) view, vectorized along the channels
     return x.permute(0, 2, 3, 1).reshape(b, -1, c).square().sum(1).sqrt().view(b, c, 1, 1)
+
+
+class _SpatialL2Norm(torch.autograd.Function):
+    """Backward in one pass over ``x``: ``dx = x * dE / E`` (zero where ``E = 0``, as torch's norm)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        energy = _l2_norm(x)
+        ctx.save_for_backward(x, energy)
+        return energy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, energy = ctx.saved_tensors
+        return x * torch.where(energy > 0, grad / energy.clamp_min(torch.finfo(energy.dtype).tiny), 0)
+
+
+def spatial_l2_norm(x: torch.Tensor) -> torch.Tensor:
+    """``||x[b, c]||_2`` over the spatial axes: ``(B, C, H, W) -> (B, C, 1, 1)``, in ``x``'s dtype.
+
+    Accumulates in float32 for half-precision inputs. Differentiable, saving only ``x`` and the result.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SpatialL2Norm.apply(x)
+    return _l2_norm(x)
+
+
+def grn_scale(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """GRN's per-sample, per-channel multiplier ``gamma * n + 1``: ``(B, C, H, W) -> (B, C, 1, 1)``."""
+    return _grn_scale(spatial_l2_norm(x), gamma)[2]
+
+
+def scaled_pointwise_conv(x: torch.Tensor, scale: torch.Tensor, conv: torch.nn.Conv2d,
+                          shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(x * scale + shift)`` for an ungrouped 1x1 ``conv``; ``x (B, C, H, W)`` in either layout,
+    ``scale (B, C, 1, 1)`` (or ``(B, C)``), ``shift (1, C, 1, 1)`` or ``None``. Returns ``(B, O, H, W)`` in ``x``'s
+    layout: one batched matmul with the weights ``W diag(scale[b])`` and the bias ``b + W shift``.
+
+    The per-sample weights ``(B, O, C)`` are saved for the backward pass instead of the scaled map ``(B, C, H, W)``:
+    smaller only while ``O < H*W`` (the first two stages); on smaller maps the scaled map is built and the conv
+    applied as usual."""
+    b, c, h, w = x.shape
+    scale = scale.reshape(b, c, 1, 1)
+    if conv.out_channels >= h * w:
+        return conv(torch.addcmul(shift, x, scale) if shift is not None else x * scale)
+    weight = conv.weight.flatten(1)  # (O, C)
+    bias = conv.bias if conv.bias is not None else weight.new_zeros(weight.shape[0])
+    if shift is not None:
+        bias = torch.addmv(bias, weight, shift.reshape(c))
+    per_sample = weight * scale.reshape(b, 1, c)  # (B, O, C)
+    if is_channels_last(x):
+        out = torch.baddbmm(bias, x.permute(0, 2, 3, 1).reshape(b, h * w, c), per_sample.transpose(1, 2))
+        return out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, N, O) as a channels-last (B, O, H, W)
+    out = torch.baddbmm(bias[:, None], per_sample, x.reshape(b, c, h * w))
+    return out.view(b, -1, h, w)
 
 
 def _grn_scale(energy: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,3 +135,52 @@ def global_response_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tenso
         return _GlobalResponseNorm.apply(x, gamma, beta)
     _, _, scale = _grn_scale(spatial_l2_norm(x), gamma)
     return torch.addcmul(beta, scale, x)
+
+
+def _batch_norm_factor(norm: torch.nn.BatchNorm2d) -> float:
+    """The running-statistics momentum `nn.BatchNorm2d.forward` would use now (and its step counted)."""
+    norm.num_batches_tracked.add_(1)
+    return 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+
+
+class _LeanConvNorm(torch.autograd.Function):
+    """``norm(conv(x))`` in training mode, saving only ``x`` and the per-channel batch statistics: the conv output
+    is recomputed in the backward pass (one conv forward) instead of being kept."""
+
+    @staticmethod
+    def forward(ctx, x, conv_weight, norm_weight, norm_bias, conv, norm):
+        factor = _batch_norm_factor(norm)
+        out, mean, invstd = torch.ops.aten.native_batch_norm(
+            conv(x), norm_weight, norm_bias, norm.running_mean, norm.running_var, True, factor, norm.eps)
+        ctx.save_for_backward(x, norm_weight, mean, invstd)
+        ctx.conv, ctx.norm = conv, norm
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, norm_weight, mean, invstd = ctx.saved_tensors
+        conv, norm = ctx.conv, ctx.norm
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(ctx.needs_input_grad[0])
+            conv_out = conv(x)
+        grad_conv_out, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(memory_format=torch.channels_last) if is_channels_last(conv_out) else grad.contiguous(),
+            conv_out.detach(), norm_weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps,
+            [True, ctx.needs_input_grad[2], ctx.needs_input_grad[3]])
+        inputs = [t for t, needed in ((x, ctx.needs_input_grad[0]), (conv.weight, ctx.needs_input_grad[1])) if needed]
+        grads = iter(torch.autograd.grad(conv_out, inputs, grad_conv_out) if inputs else ())
+        grad_x = next(grads) if ctx.needs_input_grad[0] else None
+        grad_conv_weight = next(grads) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_conv_weight, grad_norm_weight, grad_norm_bias, None, None
+
+
+def lean_conv_norm(x: torch.Tensor, conv: torch.nn.Conv2d, norm: torch.nn.BatchNorm2d) -> torch.Tensor:
+    """``norm(conv(x))`` for a bias-free ``conv``; in training with gradients (no autocast) the conv's output is
+    not kept for the backward pass (see :class:`_LeanConvNorm`), otherwise the modules run as they are."""
+    lean = (norm.training and norm.track_running_stats and conv.bias is None and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type)
+            and any(t.requires_grad for t in (x, conv.weight, norm.weight, norm.bias)))
+    if not lean:
+        return norm(conv(x))
+    return _LeanConvNorm.apply(x, conv.weight, norm.weight, norm.bias, conv, norm)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BackboneOutput
 from transformers.utils import ModelOutput
@@ -27,7 +28,7 @@ from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
 # into its remote-code module cache, not those of the files it imports.
 from .contmix_windowed import windowed_aggregate  # noqa: F401
 from .depthwise_conv import OverLoCKDepthwiseConv2d
-from .fused_ops import global_response_norm
+from .fused_ops import global_response_norm, grn_scale, lean_conv_norm, scaled_pointwise_conv
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
     from transformers import initialization as init
@@ -153,6 +154,10 @@ class OverLoCKGRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return global_response_norm(x, self.gamma, self.beta)
 
+    def forward_into(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """`conv(self(x))` for the 1x1 `conv` that follows, without building (or saving) the normalized map."""
+        return scaled_pointwise_conv(x, grn_scale(x, self.gamma), conv, self.beta)
+
 
 class OverLoCKSqueezeExcite(nn.Module):
     """Channel attention: `x * sigmoid(fc2(gelu(fc1(avgpool(x)))))`, hidden width `max(16, C // 8)`."""
@@ -163,12 +168,31 @@ class OverLoCKSqueezeExcite(nn.Module):
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the 1x1 convs of a (B, C, 1, 1) map as linear layers on (B, C): same weights, fewer dispatch layers
-        scale = x.mean(dim=(2, 3))
-        scale = F.linear(F.gelu(F.linear(scale, self.fc1.weight.flatten(1), self.fc1.bias)),
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, C)` channel weights; the 1x1 convs of the pooled `(B, C, 1, 1)` map as linear layers on `(B, C)`."""
+        scale = F.linear(F.gelu(F.linear(x.mean(dim=(2, 3)), self.fc1.weight.flatten(1), self.fc1.bias)),
                          self.fc2.weight.flatten(1), self.fc2.bias)
-        return x * torch.sigmoid(scale)[:, :, None, None]
+        return torch.sigmoid(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._scale(x)[:, :, None, None]
+
+    def forward_into(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """`conv(self(x))` for the 1x1 `conv` that follows, without building (or saving) the excited map."""
+        return scaled_pointwise_conv(x, self._scale(x), conv)
+
+
+def _gelu_then(layer: nn.Module, pre_activation: torch.Tensor) -> torch.Tensor:
+    return layer(F.gelu(pre_activation))
+
+
+def gelu_into(layer: nn.Module, pre_activation: torch.Tensor) -> torch.Tensor:
+    """`layer(gelu(pre_activation))` for a stateless-in-training `layer` (a conv, never a BatchNorm). In training the
+    GELU's output is not kept for the backward pass but recomputed there with `layer`'s forward: of the two maps
+    only `pre_activation` is saved."""
+    if torch.is_grad_enabled() and pre_activation.requires_grad:
+        return checkpoint(_gelu_then, layer, pre_activation, use_reentrant=False)
+    return _gelu_then(layer, pre_activation)
 
 
 class OverLoCKResidualDepthwiseConv(OverLoCKDepthwiseConv2d):
@@ -265,9 +289,10 @@ class OverLoCKDilatedReparamConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_reparameterized:
             return self.large_kernel(x)
-        out = self.large_kernel_norm(self.large_kernel(x))
+        # in training each conv output stays out of memory until the backward pass recomputes it
+        out = lean_conv_norm(x, self.large_kernel, self.large_kernel_norm)
         for branch in self.branches:
-            out = out + branch(x)
+            out = out + lean_conv_norm(x, branch.conv, branch.norm)
         return out
 
     @torch.no_grad()
@@ -303,10 +328,10 @@ class OverLoCKStem(nn.Module):
         self.conv4 = conv_norm(full, full, config, 3)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.conv1(pixel_values))
-        x = F.gelu(self.conv2(x))
-        x = F.gelu(self.conv3(x))
-        return self.conv4(x)
+        x = self.conv1(pixel_values)
+        for conv, norm in (self.conv2, self.conv3, self.conv4):  # GELU, conv, BN
+            x = norm(gelu_into(conv, x))
+        return x
 
 
 class OverLoCKRepConvBlock(nn.Module):
@@ -336,8 +361,9 @@ class OverLoCKRepConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwconv(x)
-        residual = self.se(self.large_kernel_norm(self.large_kernel(self.norm(x))))
-        residual = self.fc2(self.grn(self.mlp_dwconv(F.gelu(self.fc1(residual)))))
+        residual = self.large_kernel_norm(self.large_kernel(self.norm(x)))
+        residual = gelu_into(self.mlp_dwconv, self.se.forward_into(residual, self.fc1))  # fc1(se(residual))
+        residual = self.grn.forward_into(residual, self.fc2)  # fc2(grn(residual))
         shortcut = self.layer_scale(x) if self.layer_scale is not None else x
         return shortcut + self.drop_path(residual)
 
@@ -500,7 +526,7 @@ class OverLoCKDynamicConvBlock(nn.Module):
         fused = self.dwconv1(torch.cat([x, context], dim=1) if self.context_dim else x)
         identity = fused
         fused = self.norm1(fused)
-        values = self.fusion_grn(self.fusion_proj(F.gelu(self.fusion_norm(self.fusion_dwconv(fused)))))
+        values = self.fusion_grn(gelu_into(self.fusion_proj, self.fusion_norm(self.fusion_dwconv(fused))))
         gate = F.silu(self.gate(values))
         out = self.contmix_proj(self.mixer(values, fused))
         if self.lepe is not None:
@@ -509,7 +535,7 @@ class OverLoCKDynamicConvBlock(nn.Module):
         out = self.proj(self.proj_norm(out))
         y = self.layer_scale1(identity) + self.drop_path(out)
         y = self.dwconv2(y)
-        mlp = self.fc2(self.grn(self.mlp_dwconv(F.gelu(self.fc1(self.norm2(y))))))
+        mlp = self.grn.forward_into(gelu_into(self.mlp_dwconv, self.fc1(self.norm2(y))), self.fc2)
         y = self.layer_scale2(y) + self.drop_path(mlp)
         if self.is_last or not self.context_dim:
             return y, None
