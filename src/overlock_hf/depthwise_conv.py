@@ -88,7 +88,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if x.device.type != "cpu" or k <= SMALL_KERNEL or k % 2 == 0 or k != weight.shape[-2]:
         padding = (dilation * (weight.shape[-2] - 1) // 2, dilation * (weight.shape[-1] - 1) // 2)
         return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=weight.shape[0])
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+    if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and any(t is not None and t.requires_grad for t in (x, weight, bias))):
         if torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)

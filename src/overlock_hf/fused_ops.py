@@ -13,7 +13,9 @@ the largest maps of the network. This module holds:
   the scaled map is never built, nor saved for the backward pass.
 
 Shapes: ``x (B, C, H, W)`` in any memory layout, ``gamma`` and ``beta`` ``(1, C, 1, 1)``; outputs keep ``x``'s
-layout. Kept out of the model file so the model stays readable; copied with it for ``trust_remote_code``.
+layout. Under ``torch.compile`` the hand-written backward passes give way to the plain formulas (inductor plans
+memory and fuses elementwise work itself). Kept out of the model file so the model stays readable; copied with it
+for ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ import torch
 __all__ = ["global_response_norm", "grn_scale", "is_channels_last", "scaled_pointwise_conv", "spatial_l2_norm"]
 
 GRN_EPS = 1e-6
+
+
+def hand_written_backward(*tensors: torch.Tensor) -> bool:
+    """Whether to use a hand-written autograd Function: eager mode, gradients on, and one input needs them."""
+    return (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and any(t is not None and t.requires_grad for t in tensors))
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -59,7 +67,7 @@ def spatial_l2_norm(x: torch.Tensor) -> torch.Tensor:
 
     Accumulates in float32 for half-precision inputs. Differentiable, saving only ``x`` and the result.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
+    if hand_written_backward(x):
         return _SpatialL2Norm.apply(x)
     return _l2_norm(x)
 
@@ -131,7 +139,7 @@ class _GlobalResponseNorm(torch.autograd.Function):
 
 def global_response_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """GRN: ``(gamma * n + 1) * x + beta`` (see the module docstring); ``(B, C, H, W)`` in and out."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, gamma, beta)):
+    if hand_written_backward(x, gamma, beta):
         return _GlobalResponseNorm.apply(x, gamma, beta)
     _, _, scale = _grn_scale(spatial_l2_norm(x), gamma)
     return torch.addcmul(beta, scale, x)
@@ -178,9 +186,9 @@ class _LeanConvNorm(torch.autograd.Function):
 def lean_conv_norm(x: torch.Tensor, conv: torch.nn.Conv2d, norm: torch.nn.BatchNorm2d) -> torch.Tensor:
     """``norm(conv(x))`` for a bias-free ``conv``; in training with gradients (no autocast) the conv's output is
     not kept for the backward pass (see :class:`_LeanConvNorm`), otherwise the modules run as they are."""
-    lean = (norm.training and norm.track_running_stats and conv.bias is None and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled(x.device.type)
-            and any(t.requires_grad for t in (x, conv.weight, norm.weight, norm.bias)))
+    lean = (norm.training and norm.track_running_stats and conv.bias is None
+            and x.device.type in ("cpu", "cuda") and not torch.is_autocast_enabled(x.device.type)
+            and hand_written_backward(x, conv.weight, norm.weight, norm.bias))
     if not lean:
         return norm(conv(x))
     return _LeanConvNorm.apply(x, conv.weight, norm.weight, norm.bias, conv, norm)

@@ -28,7 +28,13 @@ from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
 # into its remote-code module cache, not those of the files it imports.
 from .contmix_windowed import windowed_aggregate  # noqa: F401
 from .depthwise_conv import OverLoCKDepthwiseConv2d
-from .fused_ops import global_response_norm, grn_scale, lean_conv_norm, scaled_pointwise_conv
+from .fused_ops import (
+    global_response_norm,
+    grn_scale,
+    hand_written_backward,
+    lean_conv_norm,
+    scaled_pointwise_conv,
+)
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
     from transformers import initialization as init
@@ -190,7 +196,7 @@ def gelu_into(layer: nn.Module, pre_activation: torch.Tensor) -> torch.Tensor:
     """`layer(gelu(pre_activation))` for a stateless-in-training `layer` (a conv, never a BatchNorm). In training the
     GELU's output is not kept for the backward pass but recomputed there with `layer`'s forward: of the two maps
     only `pre_activation` is saved."""
-    if torch.is_grad_enabled() and pre_activation.requires_grad:
+    if hand_written_backward(pre_activation):
         return checkpoint(_gelu_then, layer, pre_activation, use_reentrant=False)
     return _gelu_then(layer, pre_activation)
 
