@@ -14,7 +14,7 @@ def _max_err(a, b):
 @pytest.mark.parametrize(
     "n, c, h, w, k, dilation, bias",
     [(2, 3, 19, 19, 17, 1, True), (1, 4, 20, 18, 15, 1, False), (1, 2, 33, 31, 15, 2, True),
-     (1, 4, 20, 18, 7, 1, False), (2, 2, 15, 17, 9, 1, True), (1, 2, 25, 23, 7, 2, True),
+     (1, 4, 20, 18, 7, 1, False), (2, 2, 15, 17, 9, 1, True), (1, 2, 25, 23, 7, 2, True), (1, 3, 40, 38, 9, 2, True),
      (2, 3, 9, 11, 3, 1, True), (1, 2, 12, 10, 5, 2, False)],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
