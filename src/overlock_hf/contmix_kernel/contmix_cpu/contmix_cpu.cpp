@@ -254,25 +254,29 @@ void backward_impl(const scalar_t* grad_out, const scalar_t* logits, const scala
     }
   });
 
-  // 2. bias gradient: each table entry (g, dy, dx) gathers the logit gradients of the taps that read it.
+  // 2. bias gradient: every tap of every query adds its logit gradient to the table entry it read (row
+  //    K-1 + si+a - i, column K-1 + sj+b - j): one pass over the logit gradients, in order. One group per work
+  //    item, so each table has one writer (no atomics) and the sums are deterministic.
   const int64_t batch = d.batch_groups / d.groups;
-  at::parallel_for(0, int64_t(d.groups) * span * span, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int> column_tap(W);
-    for (int64_t entry = begin; entry < end; ++entry) {
-      const int g = int(entry / (span * span)), dy = int(entry / span % span), dx = int(entry % span);
-      for (int j = 0; j < W; ++j) column_tap[j] = contmix::tap_for_offset(j, dx, W, k);
-      acc_t total = 0;
+  at::parallel_for(0, d.groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> table(size_t(span) * span);
+    for (int64_t g = begin; g < end; ++g) {
+      std::fill(table.begin(), table.end(), acc_t(0));
       for (int64_t b = 0; b < batch; ++b) {
         for (int i = 0; i < H; ++i) {
-          const int a = contmix::tap_for_offset(i, dy, H, k);
-          if (a < 0) continue;
-          const acc_t* gl = glog + ((b * d.groups + g) * H + i) * W * kk + a * k;
+          const int si = contmix::window_start(i, H, k);
           for (int j = 0; j < W; ++j) {
-            if (column_tap[j] >= 0) total += gl[int64_t(j) * kk + column_tap[j]];
+            const int sj = contmix::window_start(j, W, k);
+            const acc_t* gl = glog + (((b * d.groups + g) * H + i) * W + j) * kk;
+            for (int a = 0; a < k; ++a) {
+              acc_t* row = table.data() + int64_t(k - 1 + si + a - i) * span + (k - 1 + sj - j);
+#pragma omp simd
+              for (int c = 0; c < k; ++c) row[c] += gl[a * k + c];
+            }
           }
         }
       }
-      grad_rpb[entry] = static_cast<scalar_t>(total);
+      for (int64_t e = 0; e < int64_t(span) * span; ++e) grad_rpb[g * span * span + e] = static_cast<scalar_t>(table[e]);
     }
   });
 
