@@ -821,9 +821,10 @@ class OverLoCKModel(OverLoCKPreTrainedModel):
         for stage in self.stages:
             x = stage(x)
             outputs.append(x)
-        x = x.contiguous()
+        outputs = [o.contiguous() for o in outputs] if output_hidden_states else outputs  # NCHW, as returned
+        x = outputs[-1].contiguous()
         pooled = x.mean(dim=(2, 3))
-        hidden_states = tuple(o.contiguous() for o in outputs) if output_hidden_states else None
+        hidden_states = tuple(outputs) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (x, pooled, hidden_states) if v is not None)
         return OverLoCKModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
