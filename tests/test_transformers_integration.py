@@ -179,8 +179,10 @@ def test_bf16_autocast_on_cpu_runs_and_is_close(classifier, pixel_values):
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager(classifier, pixel_values):
-    """Inductor compiles the whole tiny model on CPU (minutes on two cores), hence `slow`."""
-    compiled = torch.compile(classifier)
+    """Inductor compiles the whole tiny model on CPU (minutes on two cores), hence `slow`. Static shapes: the graph
+    breaks at the ContMix planning make each block a frame called at several map sizes, and torch 2.13's inductor
+    fails to lower `adaptive_avg_pool2d` with the symbolic sizes that automatic dynamic shapes then give."""
+    compiled = torch.compile(classifier, dynamic=False)
     with torch.no_grad():
         eager = classifier(pixel_values).logits
         got = compiled(pixel_values).logits
