@@ -24,10 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d"]
+__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d", "dilated_to_dense"]
 
 SMALL_KERNEL = 5  # kernels up to this size keep the stock F.conv2d (as fast or faster there)
 DENSE_DILATED_KERNEL = 9  # dilated kernels from this size on run as their dense equivalent (measured, 2 threads)
+
+
+def dilated_to_dense(weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    """A dilated `k x k` depthwise kernel as its dense `(r(k-1)+1)`-wide equivalent (zeros between taps)."""
+    if dilation == 1:
+        return weight
+    channels, _, k, _ = weight.shape
+    size = dilation * (k - 1) + 1
+    dense = weight.new_zeros(channels, 1, size, size)
+    dense[:, :, ::dilation, ::dilation] = weight
+    return dense
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias, dilation: int) -> torch.Tensor:
@@ -38,9 +49,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias, dilation: int) -> torc
     k = weight.shape[-1]
     padding = dilation * (k - 1) // 2
     if dilation > 1 and k >= DENSE_DILATED_KERNEL:
-        dense = weight.new_zeros(weight.shape[0], 1, 2 * padding + 1, 2 * padding + 1)
-        dense[:, :, ::dilation, ::dilation] = weight
-        weight, dilation = dense, 1
+        weight, dilation = dilated_to_dense(weight, dilation), 1
     channels_last = x.is_contiguous(memory_format=torch.channels_last)
     out = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, bias, padding=padding,
                    dilation=dilation, groups=weight.shape[0])

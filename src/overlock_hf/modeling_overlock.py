@@ -27,7 +27,7 @@ from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
 # Imported here as well as in contmix.py: transformers 4.x copies only the model file's own relative imports
 # into its remote-code module cache, not those of the files it imports.
 from .contmix_windowed import windowed_aggregate  # noqa: F401
-from .depthwise_conv import OverLoCKDepthwiseConv2d
+from .depthwise_conv import OverLoCKDepthwiseConv2d, dilated_to_dense
 from .fused_ops import (
     global_response_norm,
     grn_scale,
@@ -256,17 +256,6 @@ def fuse_conv_bn(weight: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tens
     std = (norm.running_var + norm.eps).sqrt()
     scale = norm.weight / std
     return weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
-
-
-def dilated_to_dense(weight: torch.Tensor, dilation: int) -> torch.Tensor:
-    """A dilated `k x k` depthwise kernel as its dense `(r(k-1)+1)`-wide equivalent (zeros between taps)."""
-    if dilation == 1:
-        return weight
-    channels, _, k, _ = weight.shape
-    size = dilation * (k - 1) + 1
-    dense = weight.new_zeros(channels, 1, size, size)
-    dense[:, :, ::dilation, ::dilation] = weight
-    return dense
 
 
 class OverLoCKDilatedReparamConv(nn.Module):
