@@ -15,11 +15,12 @@ def _max_err(a, b):
     "n, c, h, w, k, dilation, bias",
     [(2, 3, 19, 19, 17, 1, True), (1, 4, 20, 18, 15, 1, False), (1, 2, 33, 31, 15, 2, True),
      (1, 4, 20, 18, 7, 1, False), (2, 2, 15, 17, 9, 1, True), (1, 2, 25, 23, 7, 2, True), (1, 3, 40, 38, 9, 2, True),
-     (2, 3, 9, 11, 3, 1, True), (1, 2, 12, 10, 5, 2, False)],
+     (2, 3, 9, 11, 3, 1, True), (1, 2, 12, 10, 5, 2, False), (2, 3, 14, 14, 3, 3, False), (1, 3, 12, 13, 5, 1, True)],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_matches_conv2d_values_and_gradients(n, c, h, w, k, dilation, bias, channels_last):
-    """Own backward (K > 5) or stock F.conv2d (K <= 5), NCHW and channels-last inputs: same as F.conv2d."""
+    """Own backward (K >= 5 or dilated; the weight gradient channels-last below K = 15, NCHW from it) or stock
+    F.conv2d (undilated 3x3), NCHW and channels-last inputs: same as F.conv2d."""
     gen = torch.Generator().manual_seed(k * 10 + dilation)
     x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
     if channels_last:

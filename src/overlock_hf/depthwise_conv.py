@@ -13,7 +13,7 @@ At 2 threads (batch 8, the shapes of OverLoCK-XT) the weight gradient takes 7 ms
 15 ms at 17x17 on 56x56, against 99 and 185 ms for oneDNN's own channels-last backward and 50 and 121 ms for
 the row-GEMM formulation this module used before (``benchmarks/PROFILE_after.md``).
 
-Only the inputs are saved. Small kernels (``K <= 5``) and other devices use ``F.conv2d`` unchanged. Layout: ``x (N, C, H, W)``, ``weight
+Only the inputs are saved. Undilated 3x3 (and smaller) kernels and other devices use ``F.conv2d`` unchanged. Layout: ``x (N, C, H, W)``, ``weight
 (C, 1, K, K)``, ``bias (C,)`` or ``None``; odd ``K``, padding ``dilation * (K - 1) // 2``, output ``(N, C, H, W)``
 in ``x``'s memory layout.
 """
@@ -26,8 +26,14 @@ from torch import nn
 
 __all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d", "dilated_to_dense"]
 
-SMALL_KERNEL = 5  # kernels up to this size keep the stock F.conv2d (as fast or faster there)
+# Undilated kernels up to this size keep the stock F.conv2d, whose backward is faster there (3x3 on 14x14 maps,
+# batch 8, 1 thread: 1.1 against 3.4 ms forward+backward). oneDNN's backward is slow for 5x5 and for every dilated
+# kernel (5x5: 6.5 against 4.2 ms; 3x3 at dilation 3-5 on the model's maps: 1.2-1.7x; 5x5 at dilation 2: 1.7-2.5x)
+SMALL_KERNEL = 3
 DENSE_DILATED_KERNEL = 9  # dilated kernels from this size on run as their dense equivalent (measured, 2 threads)
+# The weight gradient's plane conv is faster channels-last below this kernel size, NCHW from it on (measured, 1
+# thread, batch 8: 13x13 on 14x14 maps 5 against 17 ms; 17x17 on 56x56 45 against 37 ms; 15x15 on 28x28 about even)
+NCHW_WEIGHT_GRAD_KERNEL = 15
 
 
 def dilated_to_dense(weight: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -65,10 +71,15 @@ def _weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, dilation: int) -> 
     """
     n, c, h, w = x.shape
     p = dilation * (k - 1) // 2
-    # the padded input as (1, N*C, H+2p, W+2p), channels-last (memory: rows, columns, n, c)
-    planes = x.new_zeros(h + 2 * p, w + 2 * p, n, c)
-    planes[p : p + h, p : p + w] = x.permute(2, 3, 0, 1)
-    planes = planes.view(h + 2 * p, w + 2 * p, n * c).permute(2, 0, 1).unsqueeze(0)
+    if k >= NCHW_WEIGHT_GRAD_KERNEL:  # the padded input as (1, N*C, H+2p, W+2p), NCHW
+        padded = x.new_zeros(n, c, h + 2 * p, w + 2 * p)
+        padded[:, :, p : p + h, p : p + w] = x
+        planes = padded.view(1, n * c, h + 2 * p, w + 2 * p)
+    else:  # the same, channels-last (memory: rows, columns, n, c); built 4-d, as an ``unsqueeze`` would give the
+        # batch dim a stride that oneDNN reads as NCHW (and copies to it)
+        padded = x.new_zeros(1, h + 2 * p, w + 2 * p, n, c)
+        padded[0, p : p + h, p : p + w] = x.permute(2, 3, 0, 1)
+        planes = padded.view(1, h + 2 * p, w + 2 * p, n * c).permute(0, 3, 1, 2)
     kernels = grad.reshape(n * c, 1, h, w)
     out = F.conv2d(planes, kernels, None, stride=dilation, groups=n * c)  # (1, N*C, K, K)
     return out.view(n, c, k, k).sum(0).unsqueeze(1)
@@ -103,7 +114,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                      dilation: int = 1) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=d*(K-1)//2, dilation=d, groups=C)``, fast on the CPU."""
     k = weight.shape[-1]
-    if x.device.type != "cpu" or k <= SMALL_KERNEL or k % 2 == 0 or k != weight.shape[-2]:
+    stock = k <= SMALL_KERNEL and dilation == 1
+    if x.device.type != "cpu" or stock or k % 2 == 0 or k != weight.shape[-2]:
         padding = (dilation * (weight.shape[-2] - 1) // 2, dilation * (weight.shape[-1] - 1) // 2)
         return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=weight.shape[0])
     if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
