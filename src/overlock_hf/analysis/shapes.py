@@ -120,12 +120,15 @@ SHAPES_CONFIG = dict(
 )
 
 
-def train_shapes_model(steps: int = 300, batch_size: int = 24, image_size: int = 128,
+def train_shapes_model(steps: int = 600, batch_size: int = 24, image_size: int = 128,
                        input_size: int | None = SHAPES_INPUT_SIZE, lr: float = 3e-3, warmup: int = 30, seed: int = 0,
                        log_every: int = 0):
     """Train a compact `OverLoCKForImageClassification` from scratch on freshly drawn shapes batches (scenes
     rendered at `image_size`, fed to the model at `input_size`: by default the 128-pixel scenes at 224, the
     paper's input size, where the stride-32 Focus-Net map is 7x7 instead of 4x4).
+
+    600 steps: after 300 the Focus-Net pointing game varied from 0.76 to 0.94 with the seed (seeds 0-5, three
+    below 0.8); after 600 it was 0.835-0.98 (the figures: `tests/test_analysis_localisation.py`).
 
     AdamW (`lr`, weight decay 0.05 on weights only), linear warmup over `warmup` steps then cosine decay, the
     model's own loss (main + auxiliary Overview-Net cross-entropy), BatchNorm in training mode. The inputs are
