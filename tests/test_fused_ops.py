@@ -101,7 +101,7 @@ def test_fuse_for_inference_folds_every_residual_identity():
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
-@pytest.mark.parametrize("kernel, dilation, groups", [(7, 1, 6), (3, 3, 6), (3, 1, 1)])
+@pytest.mark.parametrize("kernel, dilation, groups", [(7, 1, 6), (3, 3, 6), (3, 1, 6), (5, 2, 6), (3, 1, 1)])
 def test_lean_conv_norm_equals_the_modules_in_training(kernel, dilation, groups, momentum):
     """Same output, gradients (input, conv weight, norm affine) and running statistics as `norm(conv(x))`."""
     from overlock_hf.depthwise_conv import OverLoCKDepthwiseConv2d

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d", "dilated_to_dense"]
+__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d", "depthwise_conv2d_backward", "dilated_to_dense"]
 
 # Undilated kernels up to this size keep the stock F.conv2d, whose backward is faster there (3x3 on 14x14 maps,
 # batch 8, 1 thread: 1.1 against 3.4 ms forward+backward). oneDNN's backward is slow for 5x5 and for every dilated
@@ -85,6 +85,20 @@ def _weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, dilation: int) -> 
     return out.view(n, c, k, k).sum(0).unsqueeze(1)
 
 
+def _own_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, dilation: int,
+                  needs: tuple[bool, bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(grad_x, grad_weight)`` from depthwise forward convs (see the module docstring); None where not needed."""
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    grad_out = grad_out.contiguous(memory_format=layout)
+    grad_x = grad_w = None
+    if needs[0]:
+        grad_x = _forward(grad_out, weight.flip(-1, -2), None, dilation).to(x.dtype)
+    if needs[1]:
+        compute = torch.promote_types(x.dtype, grad_out.dtype)
+        grad_w = _weight_grad(x.to(compute), grad_out.to(compute), weight.shape[-1], dilation).to(weight.dtype)
+    return grad_x, grad_w
+
+
 class _DepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, dilation):
@@ -96,28 +110,28 @@ class _DepthwiseConv(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        grad_out = grad_out.contiguous(memory_format=layout)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _forward(grad_out, weight.flip(-1, -2), None, ctx.dilation).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            compute = torch.promote_types(x.dtype, grad_out.dtype)
-            grad_w = _weight_grad(x.to(compute), grad_out.to(compute), weight.shape[-1], ctx.dilation)
-            grad_w = grad_w.to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2, 3)).to(weight.dtype)
+        grad_x, grad_w = _own_backward(x, weight, grad_out, ctx.dilation, ctx.needs_input_grad[:2])
+        grad_b = grad_out.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None
+
+
+def _stock(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> bool:
+    """Whether :func:`depthwise_conv2d` leaves this conv to ``F.conv2d`` (and its backward to autograd's)."""
+    k = weight.shape[-1]
+    return (x.device.type != "cpu" or (k <= SMALL_KERNEL and dilation == 1) or k % 2 == 0
+            or k != weight.shape[-2])
+
+
+def _same_padding(weight: torch.Tensor, dilation: int) -> list[int]:
+    return [dilation * (weight.shape[-2] - 1) // 2, dilation * (weight.shape[-1] - 1) // 2]
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                      dilation: int = 1) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=d*(K-1)//2, dilation=d, groups=C)``, fast on the CPU."""
-    k = weight.shape[-1]
-    stock = k <= SMALL_KERNEL and dilation == 1
-    if x.device.type != "cpu" or stock or k % 2 == 0 or k != weight.shape[-2]:
-        padding = (dilation * (weight.shape[-2] - 1) // 2, dilation * (weight.shape[-1] - 1) // 2)
-        return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=weight.shape[0])
+    if _stock(x, weight, dilation):
+        return F.conv2d(x, weight, bias, padding=_same_padding(weight, dilation), dilation=dilation,
+                        groups=weight.shape[0])
     if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and any(t is not None and t.requires_grad for t in (x, weight, bias))):
         if torch.is_autocast_enabled("cpu"):
@@ -129,13 +143,31 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return _forward(x, weight, bias, dilation)
 
 
+def depthwise_conv2d_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, dilation: int = 1,
+                              needs: tuple[bool, bool] = (True, True)):
+    """``(grad_x, grad_weight)`` of ``depthwise_conv2d(x, weight, None, dilation)`` for ``grad_out``, None where
+    ``needs`` says so, by the same path as its forward. For a caller's own backward pass that recomputed the conv
+    (no nested autograd graph)."""
+    if _stock(x, weight, dilation):
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, None, [1, 1], _same_padding(weight, dilation), [dilation, dilation], False, [0, 0],
+            weight.shape[0], [needs[0], needs[1], False])
+        return grad_x, grad_w
+    return _own_backward(x, weight, grad_out, dilation, needs)
+
+
 class OverLoCKDepthwiseConv2d(nn.Conv2d):
     """A depthwise ``nn.Conv2d`` with "same" padding whose forward is :func:`depthwise_conv2d`
     (same parameters and state-dict keys as ``nn.Conv2d``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def is_same_depthwise(self) -> bool:
+        """Whether this conv is what :func:`depthwise_conv2d` computes (else the stock ``nn.Conv2d`` forward runs)."""
         k, d = self.kernel_size[0], self.dilation[0]
-        same = self.padding == (d * (k - 1) // 2,) * 2 and self.kernel_size == (k, k) and self.dilation == (d, d)
-        if not same or self.groups != self.in_channels or self.out_channels != self.in_channels or self.stride != (1, 1):
+        return (self.padding == (d * (k - 1) // 2,) * 2 and self.kernel_size == (k, k) and self.dilation == (d, d)
+                and self.groups == self.in_channels == self.out_channels and self.stride == (1, 1)
+                and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_same_depthwise():
             return super().forward(x)
         return depthwise_conv2d(x, self.weight, self.bias, self.dilation[0])

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from .depthwise_conv import OverLoCKDepthwiseConv2d, depthwise_conv2d_backward
+
 __all__ = ["global_response_norm", "grn_scale", "is_channels_last", "scaled_pointwise_conv", "spatial_l2_norm"]
 
 GRN_EPS = 1e-6
@@ -169,24 +171,32 @@ class _LeanConvNorm(torch.autograd.Function):
     def backward(ctx, grad):
         x, norm_weight, mean, invstd = ctx.saved_tensors
         conv, norm = ctx.conv, ctx.norm
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(ctx.needs_input_grad[0])
+        with torch.no_grad():
             conv_out = conv(x)
         grad_conv_out, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_batch_norm_backward(
             grad.contiguous(memory_format=torch.channels_last) if is_channels_last(conv_out) else grad.contiguous(),
-            conv_out.detach(), norm_weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps,
+            conv_out, norm_weight, norm.running_mean, norm.running_var, mean, invstd, True, norm.eps,
             [True, ctx.needs_input_grad[2], ctx.needs_input_grad[3]])
-        inputs = [t for t, needed in ((x, ctx.needs_input_grad[0]), (conv.weight, ctx.needs_input_grad[1])) if needed]
-        grads = iter(torch.autograd.grad(conv_out, inputs, grad_conv_out) if inputs else ())
-        grad_x = next(grads) if ctx.needs_input_grad[0] else None
-        grad_conv_weight = next(grads) if ctx.needs_input_grad[1] else None
+        grad_x, grad_conv_weight = _conv_input_and_weight_grad(conv, x, grad_conv_out, ctx.needs_input_grad[:2])
         return grad_x, grad_conv_weight, grad_norm_weight, grad_norm_bias, None, None
+
+
+def _conv_input_and_weight_grad(conv: torch.nn.Conv2d, x: torch.Tensor, grad_out: torch.Tensor, needs):
+    """``(grad_x, grad_weight)`` of the bias-free, zero-padded ``conv(x)`` for ``grad_out`` (None where not
+    needed), computed directly: no autograd graph is built in the backward pass."""
+    if isinstance(conv, OverLoCKDepthwiseConv2d) and conv.is_same_depthwise():
+        return depthwise_conv2d_backward(x, conv.weight, grad_out, conv.dilation[0], tuple(needs))
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_out, x, conv.weight, None, list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0],
+        conv.groups, [needs[0], needs[1], False])
+    return grad_x, grad_weight
 
 
 def lean_conv_norm(x: torch.Tensor, conv: torch.nn.Conv2d, norm: torch.nn.BatchNorm2d) -> torch.Tensor:
     """``norm(conv(x))`` for a bias-free ``conv``; in training with gradients (no autocast) the conv's output is
     not kept for the backward pass (see :class:`_LeanConvNorm`), otherwise the modules run as they are."""
-    lean = (norm.training and norm.track_running_stats and conv.bias is None
+    lean = (norm.training and norm.track_running_stats and conv.bias is None and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)
             and x.device.type in ("cpu", "cuda") and not torch.is_autocast_enabled(x.device.type)
             and hand_written_backward(x, conv.weight, norm.weight, norm.bias))
     if not lean:
