@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -211,47 +212,55 @@ void backward_impl(const scalar_t* grad_out, const scalar_t* logits, const scala
   const int64_t pixels = int64_t(H) * W;
   const std::vector<acc_t> value_cl = to_channels_last<scalar_t, acc_t>(value, d);
   const std::vector<acc_t> grad_cl = to_channels_last<scalar_t, acc_t>(grad_out, d);
-  std::vector<acc_t> attn(size_t(d.batch_groups * pixels * kk));
-  std::vector<acc_t> grad_logits_acc(std::is_same_v<scalar_t, acc_t> ? 0 : attn.size());
+  // attention weights and float32 logit gradients: written in full before they are read, so left uninitialised
+  const size_t attn_size = size_t(d.batch_groups * pixels * kk);
+  std::unique_ptr<acc_t[]> attn(new acc_t[attn_size]);
+  std::unique_ptr<acc_t[]> grad_logits_acc(std::is_same_v<scalar_t, acc_t> ? nullptr : new acc_t[attn_size]);
   acc_t* glog = nullptr;
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     glog = grad_logits;
   } else {
-    glog = grad_logits_acc.data();
+    glog = grad_logits_acc.get();
   }
 
   // 1. attention (recomputed) and logit gradient: dL/dlogit = attn * (dL/dattn - sum(attn * dL/dattn)).
-  at::parallel_for(0, d.batch_groups * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> grad_attn(kk);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t bg = item / H;
-      const int i = int(item % H), si = contmix::window_start(i, H, k);
-      const scalar_t* table = rpb + (bg % d.groups) * span * span;
-      const acc_t* plane = value_cl.data() + bg * pixels * C;
-      for (int j = 0; j < W; ++j) {
-        const int sj = contmix::window_start(j, W, k);
-        const int64_t pixel = (bg * H + i) * W + j;
-        acc_t* weights = attn.data() + pixel * kk;
-        tap_softmax(logits + pixel * kk, table, i, j, si, sj, d, weights);
-        const acc_t* g = grad_cl.data() + pixel * C;
-        acc_t weighted = 0;
-        for (int a = 0; a < k; ++a) {
-          for (int b = 0; b < k; ++b) {
-            const acc_t* v = plane + (int64_t(si + a) * W + sj + b) * C;
-            acc_t dot = 0;
+  //    C is a compile-time constant for the released variants' channel counts (see aggregate_window).
+  with_channel_count(C, [&](auto fixed_channels) {
+    constexpr int kChannels = decltype(fixed_channels)::value;
+    const int channels = kChannels > 0 ? kChannels : C;
+    at::parallel_for(0, d.batch_groups * H, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> grad_attn(kk);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bg = item / H;
+        const int i = int(item % H), si = contmix::window_start(i, H, k);
+        const scalar_t* table = rpb + (bg % d.groups) * span * span;
+        const acc_t* plane = value_cl.data() + bg * pixels * channels;
+        for (int j = 0; j < W; ++j) {
+          const int sj = contmix::window_start(j, W, k);
+          const int64_t pixel = (bg * H + i) * W + j;
+          acc_t* weights = attn.get() + pixel * kk;
+          tap_softmax(logits + pixel * kk, table, i, j, si, sj, d, weights);
+          const acc_t* g = grad_cl.data() + pixel * channels;
+          acc_t weighted = 0;
+          for (int a = 0; a < k; ++a) {
+            const acc_t* window_row = plane + (int64_t(si + a) * W + sj) * channels;
+            for (int b = 0; b < k; ++b) {
+              const acc_t* v = window_row + int64_t(b) * channels;
+              acc_t dot = 0;
 #pragma omp simd reduction(+ : dot)
-            for (int c = 0; c < C; ++c) dot += g[c] * v[c];
-            grad_attn[a * k + b] = dot;
-            weighted += weights[a * k + b] * dot;
+              for (int c = 0; c < channels; ++c) dot += g[c] * v[c];
+              grad_attn[a * k + b] = dot;
+              weighted += weights[a * k + b] * dot;
+            }
+          }
+          acc_t* gl = glog + pixel * kk;
+          for (int t = 0; t < kk; ++t) gl[t] = weights[t] * (grad_attn[t] - weighted);
+          if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+            for (int t = 0; t < kk; ++t) grad_logits[pixel * kk + t] = static_cast<scalar_t>(gl[t]);
           }
         }
-        acc_t* gl = glog + pixel * kk;
-        for (int t = 0; t < kk; ++t) gl[t] = weights[t] * (grad_attn[t] - weighted);
-        if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-          for (int t = 0; t < kk; ++t) grad_logits[pixel * kk + t] = static_cast<scalar_t>(gl[t]);
-        }
       }
-    }
+    });
   });
 
   // 2. bias gradient: every tap of every query adds its logit gradient to the table entry it read (row
@@ -281,29 +290,33 @@ void backward_impl(const scalar_t* grad_out, const scalar_t* logits, const scala
   });
 
   // 3. value gradient: key (p, q) gathers attn * grad_out over the queries whose windows contain it.
-  at::parallel_for(0, d.batch_groups * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(size_t(W) * C);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t bg = item / H;
-      const int p = int(item % H);
-      const int i_first = contmix::inverse_first(p, H, k), i_last = contmix::inverse_last(p, H, k);
-      for (int q = 0; q < W; ++q) {
-        const int j_first = contmix::inverse_first(q, W, k), j_last = contmix::inverse_last(q, W, k);
-        acc_t* o = row.data() + int64_t(q) * C;
-        std::fill(o, o + C, acc_t(0));
-        for (int i = i_first; i <= i_last; ++i) {
-          const int a = p - contmix::window_start(i, H, k);
-          for (int j = j_first; j <= j_last; ++j) {
-            const int64_t pixel = (bg * H + i) * W + j;
-            const acc_t wt = attn[pixel * kk + a * k + (q - contmix::window_start(j, W, k))];
-            const acc_t* g = grad_cl.data() + pixel * C;
+  with_channel_count(C, [&](auto fixed_channels) {
+    constexpr int kChannels = decltype(fixed_channels)::value;
+    const int channels = kChannels > 0 ? kChannels : C;
+    at::parallel_for(0, d.batch_groups * H, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> row(size_t(W) * channels);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bg = item / H;
+        const int p = int(item % H);
+        const int i_first = contmix::inverse_first(p, H, k), i_last = contmix::inverse_last(p, H, k);
+        for (int q = 0; q < W; ++q) {
+          const int j_first = contmix::inverse_first(q, W, k), j_last = contmix::inverse_last(q, W, k);
+          acc_t* o = row.data() + int64_t(q) * channels;
+          std::fill(o, o + channels, acc_t(0));
+          for (int i = i_first; i <= i_last; ++i) {
+            const int a = p - contmix::window_start(i, H, k);
+            for (int j = j_first; j <= j_last; ++j) {
+              const int64_t pixel = (bg * H + i) * W + j;
+              const acc_t wt = attn[pixel * kk + a * k + (q - contmix::window_start(j, W, k))];
+              const acc_t* g = grad_cl.data() + pixel * channels;
 #pragma omp simd
-            for (int c = 0; c < C; ++c) o[c] += wt * g[c];
+              for (int c = 0; c < channels; ++c) o[c] += wt * g[c];
+            }
           }
         }
+        store_row(row.data(), grad_value, bg, p, d);
       }
-      store_row(row.data(), grad_value, bg, p, d);
-    }
+    });
   });
 }
 
