@@ -13,9 +13,9 @@ At 2 threads (batch 8, the shapes of OverLoCK-XT) the weight gradient takes 7 ms
 15 ms at 17x17 on 56x56, against 99 and 185 ms for oneDNN's own channels-last backward and 50 and 121 ms for
 the row-GEMM formulation this module used before (``benchmarks/PROFILE_after.md``).
 
-Only the inputs are saved. Undilated 3x3 (and smaller) kernels and other devices use ``F.conv2d`` unchanged. Layout: ``x (N, C, H, W)``, ``weight
-(C, 1, K, K)``, ``bias (C,)`` or ``None``; odd ``K``, padding ``dilation * (K - 1) // 2``, output ``(N, C, H, W)``
-in ``x``'s memory layout.
+Only the inputs are saved. Undilated 3x3 (and smaller) kernels and other devices use ``F.conv2d`` unchanged.
+Layout: ``x (N, C, H, W)``, ``weight (C, 1, K, K)``, ``bias (C,)`` or ``None``; odd ``K``, padding
+``dilation * (K - 1) // 2``, output ``(N, C, H, W)`` in ``x``'s memory layout.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d", "depthwise_conv2d_backward", "dilated_to_dense"]
+__all__ = ["OverLoCKDepthwiseConv2d", "depthwise_conv2d", "depthwise_conv2d_backward", "dilated_to_dense",
+           "hand_written_backward"]
 
 # Undilated kernels up to this size keep the stock F.conv2d, whose backward is faster there (3x3 on 14x14 maps,
 # batch 8, 1 thread: 1.1 against 3.4 ms forward+backward). oneDNN's backward is slow for 5x5 and for every dilated
@@ -34,6 +35,13 @@ DENSE_DILATED_KERNEL = 9  # dilated kernels from this size on run as their dense
 # The weight gradient's plane conv is faster channels-last below this kernel size, NCHW from it on (measured, 1
 # thread, batch 8: 13x13 on 14x14 maps 5 against 17 ms; 17x17 on 56x56 45 against 37 ms; 15x15 on 28x28 about even)
 NCHW_WEIGHT_GRAD_KERNEL = 15
+
+
+def hand_written_backward(*tensors: torch.Tensor | None) -> bool:
+    """Whether to use a hand-written autograd Function: eager mode, gradients on, and one input needs them
+    (under ``torch.compile`` the plain formulas run: inductor plans memory and fuses elementwise work itself)."""
+    return (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and any(t is not None and t.requires_grad for t in tensors))
 
 
 def dilated_to_dense(weight: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -132,8 +140,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if _stock(x, weight, dilation):
         return F.conv2d(x, weight, bias, padding=_same_padding(weight, dilation), dilation=dilation,
                         groups=weight.shape[0])
-    if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+    if hand_written_backward(x, weight, bias):
         if torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)

@@ -22,17 +22,11 @@ from __future__ import annotations
 
 import torch
 
-from .depthwise_conv import OverLoCKDepthwiseConv2d, depthwise_conv2d_backward
+from .depthwise_conv import OverLoCKDepthwiseConv2d, depthwise_conv2d_backward, hand_written_backward
 
 __all__ = ["global_response_norm", "grn_scale", "is_channels_last", "scaled_pointwise_conv", "spatial_l2_norm"]
 
 GRN_EPS = 1e-6
-
-
-def hand_written_backward(*tensors: torch.Tensor) -> bool:
-    """Whether to use a hand-written autograd Function: eager mode, gradients on, and one input needs them."""
-    return (torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and any(t is not None and t.requires_grad for t in tensors))
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

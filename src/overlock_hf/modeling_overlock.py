@@ -27,14 +27,8 @@ from .contmix import ContMix, neighborhood_aggregate, relative_position_bias
 # Imported here as well as in contmix.py: transformers 4.x copies only the model file's own relative imports
 # into its remote-code module cache, not those of the files it imports.
 from .contmix_windowed import windowed_aggregate  # noqa: F401
-from .depthwise_conv import OverLoCKDepthwiseConv2d, dilated_to_dense
-from .fused_ops import (
-    global_response_norm,
-    grn_scale,
-    hand_written_backward,
-    lean_conv_norm,
-    scaled_pointwise_conv,
-)
+from .depthwise_conv import OverLoCKDepthwiseConv2d, dilated_to_dense, hand_written_backward
+from .fused_ops import global_response_norm, grn_scale, lean_conv_norm, scaled_pointwise_conv
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
     from transformers import initialization as init
